@@ -1,1 +1,60 @@
-fn main() {}
+//! `imagewatch`: the operator's binary. Parses the command line and environment into
+//! registry-core types at the edge, wires a provider to each host (see `wiring`) and runs one
+//! command. Exit status: 0 done, 1 a check or refresh failed, 2 invalid input or configuration.
+
+mod commands;
+mod exit;
+mod logging;
+mod wiring;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imagewatch",
+    version,
+    about = "Keep running containers on the newest published image"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "IMAGEWATCH_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show how MOLECULE_IMAGE_REGISTRY resolves: prefix, host, API base, provider, serveraddress.
+    Registry(commands::registry::Args),
+    /// Print the Docker Engine `X-Registry-Auth` value for the configured registry.
+    AuthHeader(commands::auth_header::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            return exit::fail(exit::Failure::Internal(format!(
+                "cannot start the async runtime: {error}"
+            )));
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Registry(args) => commands::registry::run(args).await,
+            Command::AuthHeader(args) => commands::auth_header::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(failure) => exit::fail(failure),
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per subcommand: each turns its arguments into a result and output.
+
+pub mod auth_header;
+pub mod registry;
