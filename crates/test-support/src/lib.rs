@@ -27,6 +27,8 @@
 //! assert_eq!(digest, image.digest);
 //! ```
 
+#![warn(missing_docs)]
+
 mod ca;
 mod fault;
 mod http;

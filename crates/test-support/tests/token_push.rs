@@ -207,3 +207,86 @@ fn max_scopes_and_faults_are_honoured() {
     let bad = http_send(&HttpRequest::get(&url)).expect("answers");
     assert!(serde_json::from_slice::<serde_json::Value>(&bad.body).is_err());
 }
+
+#[test]
+fn raw_bearer_flow_heads_a_manifest_and_wrong_scope_is_insufficient() {
+    let wd = WorkDir::new("raw-bearer");
+    let (token, registry) = token_registry(&wd);
+    let image = build_image(&wd, &ImageSpec::with_content("raw"));
+    skopeo::push(
+        &image,
+        &registry.image_ref("org/app", "v1"),
+        ManifestFormat::Oci,
+        Some(USER),
+        &RegistryTls::Plain,
+    );
+    let manifest_url = format!("{}/v2/org/app/manifests/v1", registry.base_url());
+    let accept = ALL_MANIFEST_TYPES.join(", ");
+
+    let mark = registry.mark();
+    let challenge = HttpRequest::new("HEAD", &manifest_url)
+        .header("Accept", &accept)
+        .send()
+        .expect("answers");
+    assert_eq!(challenge.status, 401);
+    let www = challenge.header("www-authenticate").expect("challenge");
+    assert!(www.contains("scope=\"repository:org/app:pull\""), "{www}");
+
+    let get_token = |scope: &str| -> String {
+        let resp = HttpRequest::get(&format!(
+            "{}?service={}&scope={scope}",
+            token.realm_url(),
+            token.service()
+        ))
+        .send()
+        .expect("token");
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).expect("JSON");
+        body["token"].as_str().expect("token field").to_string()
+    };
+    let good = get_token("repository:org/app:pull");
+    let head = HttpRequest::new("HEAD", &manifest_url)
+        .header("Accept", &accept)
+        .header("Authorization", &format!("Bearer {good}"))
+        .send()
+        .expect("answers");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("docker-content-digest"), Some(image.digest.as_str()));
+
+    let other = get_token("repository:org/other:pull");
+    let refused = HttpRequest::new("HEAD", &manifest_url)
+        .header("Accept", &accept)
+        .header("Authorization", &format!("Bearer {other}"))
+        .send()
+        .expect("answers");
+    assert_eq!(refused.status, 401);
+    let www = refused.header("www-authenticate").expect("challenge");
+    assert!(www.contains("error=\"insufficient_scope\""), "{www}");
+
+    let expired = token.mint(
+        "",
+        &[Access {
+            kind: "repository".into(),
+            name: "org/app".into(),
+            actions: vec!["pull".into()],
+        }],
+        -120,
+    );
+    let stale = HttpRequest::new("HEAD", &manifest_url)
+        .header("Accept", &accept)
+        .header("Authorization", &format!("Bearer {expired}"))
+        .send()
+        .expect("answers");
+    assert_eq!(stale.status, 401);
+    assert!(
+        stale
+            .header("www-authenticate")
+            .is_some_and(|w| w.contains("invalid_token")),
+        "{:?}",
+        stale.headers
+    );
+
+    let log = registry.requests_since(&mark);
+    assert_eq!(log.manifest_heads(), 4, "{}", log.summary());
+    assert_eq!(log.auth_refusals(), 3, "{}", log.summary());
+    assert_eq!(log.pings(), 0);
+}
