@@ -3,6 +3,7 @@
 //! the validated types below at the edge; everything inside passes those types.
 
 pub mod challenge;
+pub mod client;
 pub mod digest;
 pub mod ecr;
 pub mod engine_auth;
@@ -16,6 +17,7 @@ pub mod scope;
 pub mod secret;
 
 pub use challenge::{AuthScheme, Challenge, ChallengeError};
+pub use client::{RegistryClient, RegistryError, Transport, TransportConfig};
 pub use digest::{Digest, DigestError};
 pub use ecr::EcrRegistry;
 pub use engine_auth::EngineAuth;

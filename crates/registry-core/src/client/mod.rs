@@ -1,0 +1,24 @@
+//! The registry HTTP client: the only code in imagewatch that speaks the registry wire.
+//!
+//! - [`transport`]: one reqwest client with the safety rules (https first, timeouts, capped
+//!   bodies, credentials never leaving their origin or going over remote plain http).
+//! - [`registry`]: manifest digests, the per-host challenge cache, the batch API.
+//! - [`error`]: [`RegistryError`], in kinds a watcher can act on.
+//! - [`stats`]: request counters by kind.
+//!
+//! Architecture invariant: no token URL is written anywhere in this module; every realm comes
+//! from a registry's `WWW-Authenticate` challenge.
+
+pub mod error;
+pub mod registry;
+pub mod stats;
+pub mod transport;
+
+pub use error::{RegistryError, auth_hint, parse_retry_after};
+pub use registry::{DEFAULT_SCOPE_BATCH, DigestResult, MANIFEST_ACCEPT, RegistryClient};
+pub use stats::{ClientStats, RequestKind, StatsSnapshot};
+pub use transport::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES, Response, Transport,
+    TransportConfig, TransportError, credentials_allowed, credentials_survive_redirect, is_loopback_url,
+    redirect_allowed,
+};

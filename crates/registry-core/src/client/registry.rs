@@ -1,0 +1,507 @@
+//! The registry client: manifest digests through whatever authentication each registry asks
+//! for, in as few requests as possible. It owns the per-host challenge cache and the request
+//! sequence (probe once, HEAD, GET fallback, one retry on a rejected token); the tokens
+//! themselves belong to the host's `TokenProvider`.
+//!
+//! The request budget it keeps: one unauthenticated `GET /v2/` per registry for the life of
+//! the client, then one `HEAD` per image check, with the provider's token reused while valid.
+//! The batch API asks the provider for tokens covering many repositories at once, so N
+//! repositories of one registry cost ceil(N / batch size) token exchanges.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::StreamExt as _;
+use reqwest::Method;
+
+use super::error::{RegistryError, auth_hint, parse_retry_after};
+use super::stats::{ClientStats, RequestKind};
+use super::transport::{Response, Transport};
+use crate::challenge::{AuthScheme, Challenge};
+use crate::digest::Digest;
+use crate::host::RegistryHost;
+use crate::provider::{Authorization, ProviderKind, TokenProvider};
+use crate::reference::ImageReference;
+use crate::scope::Scope;
+
+/// The manifest media types a digest check accepts: all four, so a registry neither answers
+/// 404 for an OCI image nor converts a Docker v2 manifest to schema 1 (another digest).
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Scopes per token request in the batch API unless configured. Bounded, because registries
+/// and proxies reject huge query strings and huge tokens.
+pub const DEFAULT_SCOPE_BATCH: usize = 25;
+
+/// What a registry is known to want, learnt from the probe and from every 401 since.
+#[derive(Clone, Debug)]
+enum HostAuth {
+    Unknown,
+    /// `/v2/` answered without a challenge.
+    Anonymous,
+    Challenged(Challenge),
+}
+
+#[derive(Debug)]
+struct HostEntry {
+    /// Held while probing, so concurrent first checks share one probe.
+    probe: tokio::sync::Mutex<()>,
+    auth: Mutex<HostAuth>,
+}
+
+impl HostEntry {
+    fn auth(&self) -> HostAuth {
+        self.auth.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, auth: HostAuth) {
+        *self.auth.lock().unwrap_or_else(PoisonError::into_inner) = auth;
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ProviderEntry {
+    provider: Arc<dyn TokenProvider>,
+    kind: ProviderKind,
+}
+
+/// Asks registries for manifest digests. Share one per process: its challenge cache and the
+/// providers' token caches are what keep a warm check at one request.
+#[derive(Debug)]
+pub struct RegistryClient {
+    transport: Arc<Transport>,
+    providers: HashMap<RegistryHost, ProviderEntry>,
+    default_provider: Option<Arc<dyn TokenProvider>>,
+    hosts: Mutex<HashMap<RegistryHost, Arc<HostEntry>>>,
+    scope_batch: usize,
+}
+
+/// One image's outcome in a batch.
+pub type DigestResult = (ImageReference, Result<Digest, RegistryError>);
+
+impl RegistryClient {
+    /// A client with no provider: registries that want credentials fail with an `Auth` error
+    /// until one is added.
+    pub fn new(transport: Arc<Transport>) -> RegistryClient {
+        RegistryClient {
+            transport,
+            providers: HashMap::new(),
+            default_provider: None,
+            hosts: Mutex::new(HashMap::new()),
+            scope_batch: DEFAULT_SCOPE_BATCH,
+        }
+    }
+
+    /// The provider for `host`; `kind` picks the hint an auth error gives.
+    pub fn with_provider(mut self, host: RegistryHost, kind: ProviderKind, provider: Arc<dyn TokenProvider>) -> Self {
+        self.providers.insert(host, ProviderEntry { provider, kind });
+        self
+    }
+
+    /// The provider for hosts without their own.
+    pub fn with_default_provider(mut self, provider: Arc<dyn TokenProvider>) -> Self {
+        self.default_provider = Some(provider);
+        self
+    }
+
+    /// Scopes per token request in [`RegistryClient::manifest_digests`] (at least 1).
+    pub fn with_scope_batch(mut self, scopes: usize) -> Self {
+        self.scope_batch = scopes.max(1);
+        self
+    }
+
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    /// The request counters (shared with the transport).
+    pub fn stats(&self) -> &Arc<ClientStats> {
+        self.transport.stats()
+    }
+
+    /// Forgets what `host` was learnt to want, so the next check probes it again.
+    pub fn forget_host(&self, host: &RegistryHost) {
+        self.lock_hosts().remove(host);
+    }
+
+    /// The digest `reference` points at now. A `@digest` reference is verified against the
+    /// registry's answer.
+    #[tracing::instrument(level = "debug", skip_all, fields(image = %reference))]
+    pub async fn manifest_digest(&self, reference: &ImageReference) -> Result<Digest, RegistryError> {
+        let digest = self.check(reference).await?;
+        tracing::debug!(host = %reference.host(), digest = %digest.short(), "manifest digest");
+        Ok(digest)
+    }
+
+    /// The digests of many images, in input order. Images are grouped by registry; each
+    /// registry is probed once and its repositories are pre-authorized in batches of the
+    /// configured size before up to `concurrency` checks run at a time.
+    pub async fn manifest_digests(&self, references: &[ImageReference], concurrency: usize) -> Vec<DigestResult> {
+        let concurrency = concurrency.max(1);
+        let mut by_host: Vec<(RegistryHost, Vec<String>)> = Vec::new();
+        for reference in references {
+            let repository = reference.repository().to_owned();
+            match by_host.iter_mut().find(|(host, _)| host == reference.host()) {
+                Some((_, repositories)) => {
+                    if !repositories.contains(&repository) {
+                        repositories.push(repository);
+                    }
+                }
+                None => by_host.push((reference.host().clone(), vec![repository])),
+            }
+        }
+        // Failures that already doom an image: its registry's probe, its batch's exchange.
+        let mut failed_hosts: HashMap<RegistryHost, RegistryError> = HashMap::new();
+        let mut failed_scopes: HashMap<(RegistryHost, String), RegistryError> = HashMap::new();
+        for (host, repositories) in &by_host {
+            let challenge = match self.host_auth(host).await {
+                Ok(HostAuth::Challenged(challenge)) if challenge.scheme() == &AuthScheme::Bearer => challenge,
+                Ok(_) => continue,
+                Err(error) => {
+                    failed_hosts.insert(host.clone(), error);
+                    continue;
+                }
+            };
+            let batches: Vec<Vec<Scope>> = repositories
+                .chunks(self.scope_batch)
+                .map(|chunk| chunk.iter().map(|repository| Scope::pull(repository)).collect())
+                .collect();
+            let outcomes: Vec<(Vec<Scope>, Result<(), RegistryError>)> = futures_util::stream::iter(batches)
+                .map(|scopes| {
+                    let challenge = &challenge;
+                    async move {
+                        let outcome = self.authorize(host, challenge, &scopes).await.map(drop);
+                        (scopes, outcome)
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            for (scopes, outcome) in outcomes {
+                if let Err(error) = outcome {
+                    tracing::debug!(host = %host, scopes = scopes.len(), error = %error, "batch token request failed");
+                    for scope in scopes {
+                        failed_scopes.insert((host.clone(), scope.name().to_owned()), error.clone());
+                    }
+                }
+            }
+        }
+        futures_util::stream::iter(references.iter().cloned())
+            .map(|reference| {
+                let doomed = failed_hosts
+                    .get(reference.host())
+                    .or_else(|| failed_scopes.get(&(reference.host().clone(), reference.repository().to_owned())));
+                let doomed = doomed.cloned();
+                async move {
+                    let outcome = match doomed {
+                        Some(error) => Err(error),
+                        None => self.manifest_digest(&reference).await,
+                    };
+                    (reference, outcome)
+                }
+            })
+            .buffered(concurrency)
+            .collect()
+            .await
+    }
+
+    fn lock_hosts(&self) -> std::sync::MutexGuard<'_, HashMap<RegistryHost, Arc<HostEntry>>> {
+        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn entry(&self, host: &RegistryHost) -> Arc<HostEntry> {
+        self.lock_hosts()
+            .entry(host.clone())
+            .or_insert_with(|| {
+                Arc::new(HostEntry {
+                    probe: tokio::sync::Mutex::new(()),
+                    auth: Mutex::new(HostAuth::Unknown),
+                })
+            })
+            .clone()
+    }
+
+    fn provider(&self, host: &RegistryHost) -> Option<ProviderEntry> {
+        self.providers.get(host).cloned().or_else(|| {
+            self.default_provider.as_ref().map(|provider| ProviderEntry {
+                provider: provider.clone(),
+                kind: ProviderKind::detect(host),
+            })
+        })
+    }
+
+    fn kind(&self, host: &RegistryHost) -> ProviderKind {
+        self.providers
+            .get(host)
+            .map_or_else(|| ProviderKind::detect(host), |entry| entry.kind.clone())
+    }
+
+    /// What `host` wants, probing it (once, shared by concurrent callers) when unknown.
+    async fn host_auth(&self, host: &RegistryHost) -> Result<HostAuth, RegistryError> {
+        let entry = self.entry(host);
+        if !matches!(entry.auth(), HostAuth::Unknown) {
+            return Ok(entry.auth());
+        }
+        let _probing = entry.probe.lock().await;
+        let known = entry.auth();
+        if !matches!(known, HostAuth::Unknown) {
+            return Ok(known);
+        }
+        let response = self
+            .transport
+            .registry_request(host, Method::GET, "", None, None, RequestKind::Probe)
+            .await
+            .map_err(|error| RegistryError::from_transport(host, error))?;
+        let learnt = match response.status {
+            401 => match preferred_challenge(&response) {
+                Some(challenge) => HostAuth::Challenged(challenge),
+                None => return Err(self.no_challenge_error(host, &response)),
+            },
+            429 => return Err(rate_limited(host, &response)),
+            status if status >= 500 => {
+                return Err(RegistryError::Server {
+                    host: host.clone(),
+                    status,
+                    what: "GET /v2/".into(),
+                });
+            }
+            // 200, or anything else a registry may answer on /v2/ (some answer 404 there):
+            // try without credentials and learn from the first 401, if any.
+            _ => HostAuth::Anonymous,
+        };
+        tracing::debug!(host = %host, auth = ?learnt_name(&learnt), "registry probed");
+        entry.set(learnt.clone());
+        Ok(learnt)
+    }
+
+    fn no_challenge_error(&self, host: &RegistryHost, response: &Response) -> RegistryError {
+        let headers = response.header_all("www-authenticate").join(" | ");
+        RegistryError::Auth {
+            host: host.clone(),
+            realm: "-".into(),
+            reason: if headers.is_empty() {
+                "HTTP 401 without a WWW-Authenticate challenge".into()
+            } else {
+                format!("HTTP 401 with no challenge imagewatch can answer: {headers}")
+            },
+            hint: auth_hint(&self.kind(host), host),
+        }
+    }
+
+    async fn authorize(
+        &self,
+        host: &RegistryHost,
+        challenge: &Challenge,
+        scopes: &[Scope],
+    ) -> Result<Option<Authorization>, RegistryError> {
+        let realm = challenge.realm().unwrap_or("-");
+        let Some(entry) = self.provider(host) else {
+            return Err(RegistryError::Auth {
+                host: host.clone(),
+                realm: realm.to_owned(),
+                reason: format!(
+                    "the registry asks for {} authentication and no credential provider is configured for it",
+                    challenge.scheme()
+                ),
+                hint: auth_hint(&self.kind(host), host),
+            });
+        };
+        entry
+            .provider
+            .authorization(host, challenge, scopes)
+            .await
+            .map_err(|error| RegistryError::from_auth(host, realm, &entry.kind, error))
+    }
+
+    fn reject(&self, host: &RegistryHost, scopes: &[Scope]) {
+        if let Some(entry) = self.provider(host) {
+            entry.provider.reject(host, scopes);
+        }
+    }
+
+    async fn check(&self, reference: &ImageReference) -> Result<Digest, RegistryError> {
+        let host = reference.host();
+        let entry = self.entry(host);
+        let scopes = [Scope::pull(reference.repository())];
+        let path = format!(
+            "{}/manifests/{}",
+            reference.repository(),
+            reference.manifest_reference()
+        );
+        let mut auth = self.host_auth(host).await?;
+        let mut method = Method::HEAD;
+        let mut retried_auth = false;
+        loop {
+            let authorization = match &auth {
+                HostAuth::Challenged(challenge) => self.authorize(host, challenge, &scopes).await?,
+                _ => None,
+            };
+            let kind = if method == Method::HEAD {
+                RequestKind::ManifestHead
+            } else {
+                RequestKind::ManifestGet
+            };
+            let response = self
+                .transport
+                .registry_request(
+                    host,
+                    method.clone(),
+                    &path,
+                    authorization.as_ref(),
+                    Some(MANIFEST_ACCEPT),
+                    kind,
+                )
+                .await
+                .map_err(|error| RegistryError::from_transport(host, error))?;
+            match response.status {
+                200..=299 => {
+                    if let Some(digest) = self.digest_of(reference, &method, &response)? {
+                        return verify_pin(reference, digest);
+                    }
+                    // HEAD without Docker-Content-Digest: the body's hash is the answer.
+                    tracing::debug!(host = %host, "HEAD carried no Docker-Content-Digest; falling back to GET");
+                    method = Method::GET;
+                }
+                401 => {
+                    let challenge = preferred_challenge(&response);
+                    let problem = challenge.as_ref().and_then(|c| c.error().map(str::to_owned));
+                    if retried_auth {
+                        return Err(self.denied(reference, &auth, authorization.is_some(), problem.as_deref()));
+                    }
+                    retried_auth = true;
+                    if authorization.is_some() {
+                        tracing::debug!(host = %host, problem = ?problem, "registry rejected the authorization; retrying once");
+                        self.reject(host, &scopes);
+                    }
+                    match challenge {
+                        Some(challenge) => {
+                            auth = HostAuth::Challenged(challenge);
+                            entry.set(auth.clone());
+                        }
+                        None if authorization.is_none() => return Err(self.no_challenge_error(host, &response)),
+                        None => {}
+                    }
+                }
+                404 | 405 if method == Method::HEAD => {
+                    tracing::debug!(host = %host, status = response.status, "HEAD refused; falling back to GET");
+                    method = Method::GET;
+                }
+                403 => {
+                    return Err(self.denied(reference, &auth, authorization.is_some(), Some("denied")));
+                }
+                404 => {
+                    return Err(RegistryError::NotFound {
+                        host: host.clone(),
+                        image: reference.to_string(),
+                    });
+                }
+                429 => return Err(rate_limited(host, &response)),
+                status => {
+                    return Err(RegistryError::Server {
+                        host: host.clone(),
+                        status,
+                        what: format!("{method} /v2/{path}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The digest a successful answer gives: `Docker-Content-Digest`, validated; on a GET
+    /// without it, the sha256 of the exact body bytes. `None` for a HEAD without it.
+    fn digest_of(
+        &self,
+        reference: &ImageReference,
+        method: &Method,
+        response: &Response,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let host = reference.host();
+        let header = match response.header("docker-content-digest") {
+            Some(value) => Some(value.trim().parse::<Digest>().map_err(|e| RegistryError::Malformed {
+                host: host.clone(),
+                reason: format!("Docker-Content-Digest for {reference}: {e}"),
+            })?),
+            None => None,
+        };
+        if *method == Method::HEAD {
+            return Ok(header);
+        }
+        let computed = Digest::sha256_of(&response.body);
+        match header {
+            Some(header) if header.algorithm() == "sha256" && header != computed => Err(RegistryError::Malformed {
+                host: host.clone(),
+                reason: format!(
+                    "the manifest body of {reference} hashes to {} but Docker-Content-Digest says {}",
+                    computed.short(),
+                    header.short()
+                ),
+            }),
+            Some(header) => Ok(Some(header)),
+            None => Ok(Some(computed)),
+        }
+    }
+
+    fn denied(&self, reference: &ImageReference, auth: &HostAuth, sent: bool, problem: Option<&str>) -> RegistryError {
+        let host = reference.host();
+        let realm = match auth {
+            HostAuth::Challenged(challenge) => challenge.realm().unwrap_or("-").to_owned(),
+            _ => "-".to_owned(),
+        };
+        let reason = match (sent, problem) {
+            (false, _) => format!("{reference} needs credentials and none are configured for {host}"),
+            (true, Some("insufficient_scope")) => {
+                format!(
+                    "the credentials for {host} do not grant pull access to {}",
+                    reference.repository()
+                )
+            }
+            (true, Some("invalid_token")) => format!("{host} rejected the token twice (invalid_token)"),
+            (true, Some("denied")) => format!("{host} denied access to {reference} (HTTP 403)"),
+            (true, _) => format!("{host} rejected the credentials for {reference}"),
+        };
+        RegistryError::Auth {
+            host: host.clone(),
+            realm,
+            reason,
+            hint: auth_hint(&self.kind(host), host),
+        }
+    }
+}
+
+fn learnt_name(auth: &HostAuth) -> String {
+    match auth {
+        HostAuth::Unknown => "unknown".into(),
+        HostAuth::Anonymous => "anonymous".into(),
+        HostAuth::Challenged(challenge) => challenge.scheme().to_string(),
+    }
+}
+
+/// The challenge to answer from a 401: Bearer with a realm before Basic. Malformed headers are
+/// skipped when another one parses.
+fn preferred_challenge(response: &Response) -> Option<Challenge> {
+    let (challenges, errors) = Challenge::parse_all(response.header_all("www-authenticate"));
+    for error in &errors {
+        tracing::debug!(error = %error, "unparsable WWW-Authenticate header");
+    }
+    Challenge::preferred(&challenges).cloned()
+}
+
+fn rate_limited(host: &RegistryHost, response: &Response) -> RegistryError {
+    RegistryError::RateLimited {
+        host: host.clone(),
+        retry_after: response
+            .header("retry-after")
+            .and_then(|value| parse_retry_after(value, std::time::SystemTime::now())),
+    }
+}
+
+fn verify_pin(reference: &ImageReference, digest: Digest) -> Result<Digest, RegistryError> {
+    match reference.digest() {
+        Some(expected) if expected != &digest => Err(RegistryError::DigestMismatch {
+            host: reference.host().clone(),
+            image: reference.to_string(),
+            expected: expected.clone(),
+            actual: digest,
+        }),
+        _ => Ok(digest),
+    }
+}
