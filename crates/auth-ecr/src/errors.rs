@@ -8,6 +8,7 @@
 
 use std::error::Error as StdError;
 
+use aws_config::imds::client::error::ImdsError;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
@@ -109,6 +110,14 @@ fn describe_credentials(error: &CredentialsError) -> String {
             "loading AWS credentials timed out after {:?}: a credential source (instance metadata, the container \
              endpoint, STS for web identity, SSO) did not answer",
             timeout.timeout_duration()
+        ),
+        // The chain's last source, instance metadata, answered with an error (a host that is
+        // not EC2 but where something answers 169.254.169.254, or IMDS hop-limit issues in a
+        // container): still "no credentials" to the operator.
+        _ if find_in_chain::<ImdsError>(error).is_some() => format!(
+            "no AWS credentials found; tried the {CREDENTIAL_SOURCES}; the last, EC2 instance metadata, failed ({}): \
+             configure one of them (set AWS_EC2_METADATA_DISABLED=true where there is no instance metadata)",
+            chain(error)
         ),
         CredentialsError::InvalidConfiguration(_) => {
             format!("the AWS credential configuration is invalid: {}", chain(error))

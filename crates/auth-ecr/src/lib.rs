@@ -140,8 +140,17 @@ impl EcrProvider {
         if let Some(answer) = slot.decide(Instant::now()) {
             return answer.map_err(|message| provider_error(host, message));
         }
-        // One call at a time per registry: whoever waited here finds the fresh token.
-        let _fetching = slot.fetch.lock().await;
+        // One call at a time per registry: whoever waited here finds the fresh token. While a
+        // refresh is in flight, a still-usable token answers without waiting for it.
+        let _fetching = match slot.fetch.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if let Some(credentials) = slot.usable(Instant::now()) {
+                    return Ok(credentials);
+                }
+                slot.fetch.lock().await
+            }
+        };
         if let Some(answer) = slot.decide(Instant::now()) {
             return answer.map_err(|message| provider_error(host, message));
         }
@@ -332,6 +341,16 @@ impl Slot {
             Some(token) => Ok(token.credentials.clone()),
             None => Err(failure.message.clone()),
         })
+    }
+
+    /// The cached token if it may still be used, due for refresh or not.
+    fn usable(&self, now: Instant) -> Option<Credentials> {
+        let state = lock(&self.state);
+        state
+            .token
+            .as_ref()
+            .filter(|token| now < token.usable_until)
+            .map(|token| token.credentials.clone())
     }
 
     /// Records a call's outcome and answers with it, falling back to a usable cached token.

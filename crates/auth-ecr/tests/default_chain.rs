@@ -11,7 +11,7 @@ use std::process::Command;
 
 use auth_ecr::EcrProvider;
 use common::*;
-use test_support::{Moto, WorkDir};
+use test_support::{FaultServer, Moto, Reply, WorkDir};
 
 /// Set in the child's environment: the `child_*` tests run only there.
 const CHILD: &str = "AUTH_ECR_TEST_CHILD";
@@ -127,5 +127,39 @@ fn without_aws_credentials_the_error_says_so_in_one_line() {
     for source in ["AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "instance metadata"] {
         assert!(result.contains(source), "{result} lacks {source}");
     }
+    assert_eq!(moto.get_authorization_token_calls(), 0, "{:?}", moto.calls());
+}
+
+#[rstest::rstest]
+#[case::refusing_instance_metadata(true)]
+#[case::unreachable_instance_metadata(false)]
+fn without_credentials_off_ec2_instance_metadata_does_not_blur_the_error(#[case] imds_answers: bool) {
+    let work_dir = WorkDir::new("ecr-imds");
+    let moto = Moto::start(&work_dir);
+    // Where something answers 169.254.169.254 with a refusal, or nothing answers at all.
+    let imds = FaultServer::start();
+    imds.on("*", "/*", [Reply::status(403)]);
+    let imds_endpoint = if imds_answers {
+        imds.base_url()
+    } else {
+        format!("http://127.0.0.1:{}", test_support::free_port())
+    };
+    let missing = |name: &str| work_dir.join(name).to_string_lossy().into_owned();
+    let env = vec![
+        ("AWS_CONFIG_FILE", missing("no-such-config")),
+        ("AWS_SHARED_CREDENTIALS_FILE", missing("no-such-credentials")),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds_endpoint),
+        ("AWS_REGION", REGION.to_owned()),
+        ("AWS_ENDPOINT_URL_ECR", moto.endpoint_url()),
+    ];
+    let result = run_child("child_credentials_from_env", &env);
+    assert!(
+        result.starts_with(&format!(
+            "error ecr credentials for {}: no AWS credentials found",
+            ecr_host()
+        )),
+        "{result}"
+    );
+    assert!(result.contains("instance metadata"), "{result}");
     assert_eq!(moto.get_authorization_token_calls(), 0, "{:?}", moto.calls());
 }
