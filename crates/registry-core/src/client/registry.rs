@@ -364,14 +364,15 @@ impl RegistryClient {
                 401 => {
                     let challenge = preferred_challenge(&response);
                     let problem = challenge.as_ref().and_then(|c| c.error().map(str::to_owned));
+                    if authorization.is_some() {
+                        // Whatever the provider cached for this scope is known bad now.
+                        self.reject(host, &scopes);
+                    }
                     if retried_auth {
                         return Err(self.denied(reference, &auth, authorization.is_some(), problem.as_deref()));
                     }
                     retried_auth = true;
-                    if authorization.is_some() {
-                        tracing::debug!(host = %host, problem = ?problem, "registry rejected the authorization; retrying once");
-                        self.reject(host, &scopes);
-                    }
+                    tracing::debug!(host = %host, problem = ?problem, "registry answered 401; retrying once");
                     match challenge {
                         Some(challenge) => {
                             auth = HostAuth::Challenged(challenge);
