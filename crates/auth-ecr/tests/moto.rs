@@ -180,13 +180,13 @@ async fn a_failed_refresh_keeps_the_cached_token_and_warns() {
     let moto = Moto::start(&WorkDir::new("ecr-fallback"));
     let (logs, _guard) = LogCapture::start();
     let provider = provider(&moto).with_policy(RefreshPolicy {
-        // Reused for 0.3 s, usable for 0.6 s as a stand-in when a refresh fails.
-        min_reuse: Duration::from_millis(300),
+        // Reused for 1 s, usable for 2 s as a stand-in when a refresh fails.
+        min_reuse: Duration::from_secs(1),
         retry_after_error: Duration::from_secs(30),
     });
     let host = ecr_host();
     provider.credentials(&host).await.expect("first token");
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     moto.fail_get_authorization_token(1, 403);
     let credentials = provider.credentials(&host).await.expect("the cached token stands in");
