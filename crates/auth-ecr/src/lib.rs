@@ -28,6 +28,9 @@
 //!   `AWS_ENDPOINT_URL`, or a profile's `endpoint_url`) names another, e.g. a local moto
 //!   server; the SDK reads these itself. With a configured endpoint the FIPS and dual-stack
 //!   variants are not applied (the SDK refuses to combine them).
+//! - **Time limits**: a GetAuthorizationToken attempt may take [`API_ATTEMPT_TIMEOUT`] (10 s)
+//!   and a call with its retries [`API_OPERATION_TIMEOUT`] (30 s), unless the SDK
+//!   configuration given to [`EcrProvider::with_sdk_config`] sets its own.
 //!
 //! # Caching
 //!
@@ -46,11 +49,12 @@ pub mod token;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecr::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::service_config::ServiceConfigKey;
 use registry_core::{
     AuthError, AuthScheme, Authorization, Challenge, Credentials, EcrRegistry, RegistryHost, Scope, TokenProvider,
@@ -400,6 +404,13 @@ impl Slot {
     }
 }
 
+/// How long one GetAuthorizationToken attempt may take, unless the SDK configuration says
+/// otherwise: the SDK sets no such limit by itself, and a hanging endpoint must not hold up
+/// every check of the registry.
+pub const API_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a GetAuthorizationToken call may take with its retries, unless configured.
+pub const API_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The ECR client of one registry and the endpoint it calls.
 struct Api {
     client: aws_sdk_ecr::Client,
@@ -410,7 +421,19 @@ struct Api {
 impl Api {
     async fn new(sdk: &SdkConfig, registry: &EcrRegistry) -> Result<Api, String> {
         let (endpoint, configured) = Api::endpoint(sdk, registry).await?;
-        let mut config = aws_sdk_ecr::config::Builder::from(sdk).region(Region::new(registry.region.clone()));
+        let mut timeouts = sdk
+            .timeout_config()
+            .cloned()
+            .unwrap_or_else(|| TimeoutConfig::builder().build());
+        timeouts.take_defaults_from(
+            &TimeoutConfig::builder()
+                .operation_attempt_timeout(API_ATTEMPT_TIMEOUT)
+                .operation_timeout(API_OPERATION_TIMEOUT)
+                .build(),
+        );
+        let mut config = aws_sdk_ecr::config::Builder::from(sdk)
+            .region(Region::new(registry.region.clone()))
+            .timeout_config(timeouts);
         if configured {
             // The SDK refuses a configured endpoint together with FIPS or dual-stack.
             config = config.use_fips(false).use_dual_stack(false);
@@ -662,6 +685,32 @@ mod tests {
             assert_eq!(password(slot.decide(t1 + 3 * SEC)), None);
             assert!(lock(&slot.state).token.is_none());
         }
+    }
+
+    #[rstest]
+    #[case::defaults_fill_the_gaps(None, Some(API_ATTEMPT_TIMEOUT), Some(API_OPERATION_TIMEOUT))]
+    #[case::configured_values_win(
+        Some(TimeoutConfig::builder().operation_timeout(Duration::from_secs(3)).build()),
+        Some(API_ATTEMPT_TIMEOUT),
+        Some(Duration::from_secs(3))
+    )]
+    #[case::explicitly_disabled_stays_disabled(Some(TimeoutConfig::disabled()), None, None)]
+    #[tokio::test]
+    async fn api_calls_are_bounded_in_time(
+        #[case] configured: Option<TimeoutConfig>,
+        #[case] attempt: Option<Duration>,
+        #[case] operation: Option<Duration>,
+    ) {
+        let mut sdk = SdkConfig::builder().behavior_version(BehaviorVersion::latest());
+        if let Some(configured) = configured {
+            sdk = sdk.timeout_config(configured);
+        }
+        let registry = EcrRegistry::from_host(&"123456789012.dkr.ecr.us-east-1.amazonaws.com".parse().expect("valid"))
+            .expect("ECR host");
+        let api = Api::new(&sdk.build(), &registry).await.expect("client");
+        let timeouts = api.client.config().timeout_config().expect("timeouts").clone();
+        assert_eq!(timeouts.operation_attempt_timeout(), attempt);
+        assert_eq!(timeouts.operation_timeout(), operation);
     }
 
     #[test]

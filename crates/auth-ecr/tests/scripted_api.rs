@@ -132,3 +132,33 @@ async fn a_slow_refresh_does_not_hold_up_checks_while_the_token_is_usable() {
     );
     assert_eq!(api.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_hanging_api_fails_within_the_configured_time() {
+    let api = FaultServer::start();
+    api.on("POST", "/", [Reply::hang()]);
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .endpoint_url(api.base_url())
+        .credentials_provider(aws_sdk_ecr::config::SharedCredentialsProvider::new(
+            aws_sdk_ecr::config::Credentials::new("testing", "testing", None, None, "auth-ecr-tests"),
+        ))
+        .timeout_config(
+            aws_smithy_types::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_millis(500))
+                .build(),
+        )
+        .build();
+    let provider = EcrProvider::with_sdk_config(sdk);
+    let started = Instant::now();
+    let error = provider
+        .credentials(&ecr_host())
+        .await
+        .expect_err("no answer")
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        error.contains(&format!("the ECR API at {} did not answer in time", api.base_url())),
+        "{error}"
+    );
+}
