@@ -322,8 +322,8 @@ async fn concurrent_first_checks_share_one_probe() {
 }
 
 #[rstest]
-#[case::invalid_token("invalid_token", "rejected the token twice")]
-#[case::insufficient_scope("insufficient_scope", "do not grant pull access")]
+#[case::invalid_token("invalid_token", "twice (invalid_token)")]
+#[case::insufficient_scope("insufficient_scope", "pull access to org/app is not granted")]
 #[tokio::test]
 async fn rejected_token_is_refreshed_once_then_a_clear_error(#[case] problem: &str, #[case] expected: &str) {
     let server = FaultServer::start();

@@ -122,7 +122,11 @@ impl RegistryError {
         let host = host.clone();
         match error {
             TransportError::Timeout { url, after } => RegistryError::Timeout { host, url, after },
-            TransportError::Unreachable { .. } | TransportError::Config(_) => RegistryError::Unreachable {
+            TransportError::Unreachable { url, reason } => RegistryError::Unreachable {
+                host,
+                reason: format!("{url}: {reason}"),
+            },
+            TransportError::Config(_) => RegistryError::Unreachable {
                 host,
                 reason: error.to_string(),
             },

@@ -369,7 +369,9 @@ impl RegistryClient {
                         self.reject(host, &scopes);
                     }
                     if retried_auth {
-                        return Err(self.denied(reference, &auth, authorization.is_some(), problem.as_deref()));
+                        return Err(self
+                            .denied(reference, &auth, authorization.is_some(), problem.as_deref())
+                            .await);
                     }
                     retried_auth = true;
                     tracing::debug!(host = %host, problem = ?problem, "registry answered 401; retrying once");
@@ -387,7 +389,9 @@ impl RegistryClient {
                     method = Method::GET;
                 }
                 403 => {
-                    return Err(self.denied(reference, &auth, authorization.is_some(), Some("denied")));
+                    return Err(self
+                        .denied(reference, &auth, authorization.is_some(), Some("denied"))
+                        .await);
                 }
                 404 => {
                     return Err(RegistryError::NotFound {
@@ -441,29 +445,50 @@ impl RegistryClient {
         }
     }
 
-    fn denied(&self, reference: &ImageReference, auth: &HostAuth, sent: bool, problem: Option<&str>) -> RegistryError {
+    async fn denied(
+        &self,
+        reference: &ImageReference,
+        auth: &HostAuth,
+        sent: bool,
+        problem: Option<&str>,
+    ) -> RegistryError {
         let host = reference.host();
         let realm = match auth {
             HostAuth::Challenged(challenge) => challenge.realm().unwrap_or("-").to_owned(),
             _ => "-".to_owned(),
         };
-        let reason = match (sent, problem) {
-            (false, _) => format!("{reference} needs credentials and none are configured for {host}"),
-            (true, Some("insufficient_scope")) => {
-                format!(
-                    "the credentials for {host} do not grant pull access to {}",
+        let reason = if sent {
+            let who = self.who(host).await;
+            match problem {
+                Some("insufficient_scope") => format!(
+                    "pull access to {} is not granted to {who} (insufficient_scope)",
                     reference.repository()
-                )
+                ),
+                Some("invalid_token") => format!("{host} rejected the token for {who} twice (invalid_token)"),
+                Some("denied") => format!("{host} denied {who} access to {reference} (HTTP 403)"),
+                _ => format!("{host} rejected {who} for {reference}"),
             }
-            (true, Some("invalid_token")) => format!("{host} rejected the token twice (invalid_token)"),
-            (true, Some("denied")) => format!("{host} denied access to {reference} (HTTP 403)"),
-            (true, _) => format!("{host} rejected the credentials for {reference}"),
+        } else {
+            format!("{reference} needs credentials and none are configured for {host}")
         };
         RegistryError::Auth {
             host: host.clone(),
             realm,
             reason,
             hint: auth_hint(&self.kind(host), host),
+        }
+    }
+
+    /// Whose access was refused, for an error message: the credentials' safe description, or
+    /// anonymous access.
+    async fn who(&self, host: &RegistryHost) -> String {
+        let configured = match self.provider(host) {
+            Some(entry) => entry.provider.engine_credentials(host).await.ok().flatten(),
+            None => None,
+        };
+        match configured {
+            Some(credentials) => credentials.to_string(),
+            None => format!("anonymous requests (no credentials are configured for {host})"),
         }
     }
 }

@@ -476,10 +476,13 @@ fn redacted(url: &Url) -> String {
     url.to_string()
 }
 
-/// The error and its causes, joined, for a message.
+/// The error's causes, joined, for a message (reqwest's own text only repeats the URL).
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
+    let Some(first) = error.source() else {
+        return error.to_string();
+    };
+    let mut message = first.to_string();
+    let mut source = first.source();
     while let Some(cause) = source {
         let text = cause.to_string();
         if !message.contains(&text) {
