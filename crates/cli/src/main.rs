@@ -34,6 +34,8 @@ enum Command {
     Registry(commands::registry::Args),
     /// Print the Docker Engine `X-Registry-Auth` value for the configured registry.
     AuthHeader(commands::auth_header::Args),
+    /// Print the digest an image reference points at now (like `crane digest`).
+    Digest(commands::digest::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Registry(args) => commands::registry::run(args).await,
             Command::AuthHeader(args) => commands::auth_header::run(args).await,
+            Command::Digest(args) => commands::digest::run(args).await,
         }
     });
     match result {

@@ -1,4 +1,5 @@
 //! One module per subcommand: each turns its arguments into a result and output.
 
 pub mod auth_header;
+pub mod digest;
 pub mod registry;
