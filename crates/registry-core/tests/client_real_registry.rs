@@ -119,3 +119,44 @@ async fn an_anonymous_registry_costs_one_head_per_check_counted_at_the_registry(
     assert_eq!(log.manifest_gets(), 0, "{}", log.summary());
     assert_eq!(log.len(), 1 + 2 * repositories.len(), "{}", log.summary());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_registry_is_verified_against_the_ca_bundle_and_never_downgraded() {
+    let wd = WorkDir::new("client-tls");
+    let ca = test_support::TestCa::new(&wd);
+    let registry = Registry::start(&wd, test_support::RegistryConfig::anonymous().tls(&ca));
+    let reference = registry.image_ref("org/tls", "latest");
+    let image = build_image(&wd, &ImageSpec::with_content("tls"));
+    skopeo::push(&image, &reference, ManifestFormat::Oci, None, &RegistryTls::ca(&ca));
+
+    let trusting = RegistryClient::new(Arc::new(
+        Transport::new(TransportConfig {
+            ca_bundle: Some(ca.ca_cert_path.clone()),
+            ..TransportConfig::default()
+        })
+        .expect("transport"),
+    ));
+    let digest = trusting
+        .manifest_digest(&parse(&reference))
+        .await
+        .expect("digest over https");
+    assert_eq!(digest.as_str(), image.digest);
+    assert_eq!(
+        trusting.stats().snapshot().transport_errors,
+        0,
+        "https worked first time"
+    );
+
+    // Without the CA the certificate is refused — and a loopback host is NOT retried over
+    // plain http, which would hide the problem.
+    let error = client()
+        .manifest_digest(&parse(&reference))
+        .await
+        .expect_err("untrusted certificate");
+    let message = error.to_string();
+    assert_eq!(error.kind(), "unreachable", "{message}");
+    assert!(
+        message.contains("not trusted") && message.contains("CA bundle"),
+        "{message}"
+    );
+}

@@ -494,18 +494,21 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     message
 }
 
-/// A rustls certificate rejection somewhere in the error's causes.
+/// A rustls certificate rejection somewhere in the error's causes. rustls errors arrive
+/// wrapped in `io::Error`s (nested), whose `source()` skips the wrapped error itself, so each
+/// cause is unwrapped with `get_ref` too.
 fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = current {
-        let rustls_error = cause.downcast_ref::<rustls::Error>().or_else(|| {
-            cause
+        let mut inner = Some(cause);
+        while let Some(candidate) = inner {
+            if let Some(rustls::Error::InvalidCertificate(problem)) = candidate.downcast_ref::<rustls::Error>() {
+                return Some(format!("{problem:?}"));
+            }
+            inner = candidate
                 .downcast_ref::<std::io::Error>()
                 .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error {
-            return Some(format!("{problem:?}"));
+                .map(|e| e as _);
         }
         current = cause.source();
     }
