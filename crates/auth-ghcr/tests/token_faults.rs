@@ -230,6 +230,7 @@ async fn an_opaque_batch_token_refused_for_one_repository_falls_back_to_per_repo
 #[case::server_error(Reply::status(503), "unreachable", "HTTP 503")]
 #[case::rate_limited(Reply::too_many_requests(30), "unreachable", "429")]
 #[case::hangs(Reply::hang(), "unreachable", "did not answer")]
+#[case::oversized(Reply::status(200).body(vec![b' '; 2 * 1024 * 1024]), "auth", "1048576-byte cap")]
 #[tokio::test]
 async fn a_failing_token_endpoint_is_a_clear_error_naming_the_realm(
     #[case] reply: Reply,
@@ -305,4 +306,39 @@ async fn engine_credentials_come_from_the_keychain_for_the_host() {
     );
     let other: RegistryHost = "other.example.com".parse().expect("host");
     assert_eq!(provider.engine_credentials(&other).await.expect("ok"), None);
+}
+
+#[tokio::test]
+async fn a_token_past_its_lifetime_is_exchanged_again() {
+    let registry = FaultServer::start();
+    challenge_to(
+        &registry,
+        &format!(r#"Bearer realm="{}",service="svc""#, registry.url("/token")),
+    );
+    // Issued 58 s ago with 60 s to live: within the safety margin, so never reused.
+    let issued_at = humantime::format_rfc3339(std::time::SystemTime::now() - Duration::from_secs(58)).to_string();
+    registry.on(
+        "GET",
+        "/token",
+        [
+            Reply::json(200, &json!({"token": "old", "expires_in": 60, "issued_at": issued_at})),
+            Reply::json(200, &json!({"token": "new", "expires_in": 300})),
+        ],
+    );
+    ok_head(&registry, "org/app");
+    let (client, provider) = setup(&registry, None);
+    for _ in 0..3 {
+        client
+            .manifest_digest(&image(&registry, "org/app"))
+            .await
+            .expect("digest");
+    }
+    let sent: Vec<_> = registry
+        .requests_to("/v2/org/app/manifests/latest")
+        .iter()
+        .map(|r| r.authorization().unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(sent, vec!["Bearer old", "Bearer new", "Bearer new"]);
+    assert_eq!(registry.requests_to("/token").len(), 2);
+    assert_eq!(provider.cached_tokens(), 1);
 }
