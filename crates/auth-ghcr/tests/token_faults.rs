@@ -342,3 +342,43 @@ async fn a_token_past_its_lifetime_is_exchanged_again() {
     assert_eq!(registry.requests_to("/token").len(), 2);
     assert_eq!(provider.cached_tokens(), 1);
 }
+
+#[tokio::test]
+async fn a_cancelled_exchange_does_not_strand_the_next_caller() {
+    let registry = FaultServer::start();
+    challenge_to(
+        &registry,
+        &format!(r#"Bearer realm="{}",service="svc""#, registry.url("/token")),
+    );
+    registry.on(
+        "GET",
+        "/token",
+        [
+            Reply::json(200, &json!({"token": "slow"})).delay(Duration::from_millis(400)),
+            Reply::json(200, &json!({"token": "fast"})),
+        ],
+    );
+    let provider = Arc::new(BearerTokenProvider::new(
+        quick_transport(),
+        Arc::new(KeychainChain::default()),
+    ));
+    let challenge = Challenge::parse_header(&format!(r#"Bearer realm="{}",service="svc""#, registry.url("/token")))
+        .expect("parses")
+        .remove(0);
+    let first = {
+        let (provider, challenge, host) = (provider.clone(), challenge.clone(), host(&registry));
+        tokio::spawn(async move { provider.authorization(&host, &challenge, &[Scope::pull("a")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.abort();
+    let _ = first.await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        provider.authorization(&host(&registry), &challenge, &[Scope::pull("a")]),
+    )
+    .await
+    .expect("the second caller is not left waiting on the cancelled exchange")
+    .expect("token")
+    .expect("authorization");
+    assert_eq!(answer.header_value(), "Bearer fast");
+}

@@ -22,7 +22,7 @@ pub use digest::{Digest, DigestError};
 pub use ecr::EcrRegistry;
 pub use engine_auth::EngineAuth;
 pub use host::{HostError, RegistryHost};
-pub use keychain::{Keychain, KeychainChain, KeychainError, StaticKeychain};
+pub use keychain::{DockerConfigKeychain, Keychain, KeychainChain, KeychainError, StaticKeychain};
 pub use prefix::{DEFAULT_PREFIX, DEFAULT_RUNTIMES, PREFIX_ENV, PrefixError, RegistryPrefix};
 pub use provider::{AuthError, Authorization, ProviderKind, ProviderOverrides, TokenProvider};
 pub use reference::{ImageReference, ReferenceError, Tag};
