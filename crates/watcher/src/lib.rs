@@ -1,1 +1,22 @@
-//! placeholder
+//! The watcher: which images to watch ([`WatchSet`]), what was seen ([`StateFile`]), and when to
+//! refresh ([`Watcher`]). Digests come through the [`DigestSource`] seam and moves go out through
+//! the [`Refresher`] seam.
+//!
+//! Architecture invariant: this crate holds no auth code and no HTTP; it depends only on
+//! `registry-core`. Refreshers (Docker, webhook, command) live in the `refresh` crate.
+
+mod backoff;
+mod poll;
+pub mod refresher;
+pub mod report;
+pub mod source;
+pub mod state;
+pub mod watch_set;
+
+pub use backoff::BackoffPolicy;
+pub use poll::{MAX_JITTER, Watcher, WatcherConfig};
+pub use refresher::{MonitorOnly, RefreshError, RefreshEvent, RefreshOutcome, Refresher};
+pub use report::{ImageReport, ImageStatus, TickCounts, TickReport};
+pub use source::{CheckError, CheckErrorKind, DigestSource};
+pub use state::{LoadedState, STATE_VERSION, SetAside, StateError, StateFile};
+pub use watch_set::{WatchSet, WatchSetError, WatchedImage};

@@ -1,0 +1,408 @@
+//! The poll loop. [`Watcher::tick`] checks every watched image once (concurrently, bounded),
+//! seeds first observations, calls the refresher once per moved digest (one at a time) and
+//! keeps the old digest when a refresh fails, so the next tick retries. [`Watcher::run`] ticks
+//! at start and then every interval (with jitter) until its shutdown future resolves; an
+//! in-flight refresh finishes first and the state is saved last.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt as _;
+use registry_core::{Digest, ImageReference};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::{BackoffPolicy, Backoffs};
+use crate::refresher::{RefreshEvent, Refresher};
+use crate::report::{ImageReport, ImageStatus, TickReport};
+use crate::source::{CheckError, DigestSource};
+use crate::state::{SetAside, StateError, StateFile};
+use crate::watch_set::{WatchSet, WatchedImage};
+
+/// The largest jitter fraction honoured: more would let two ticks run back to back.
+pub const MAX_JITTER: f64 = 0.5;
+
+/// How a watcher polls.
+#[derive(Clone, Debug)]
+pub struct WatcherConfig {
+    /// Time between the starts of two ticks, before jitter.
+    pub interval: Duration,
+    /// Jitter as a fraction of the interval: 0.1 spreads ticks over ±10 % (at most ±50 %).
+    pub jitter: f64,
+    /// How many digest checks run at once.
+    pub concurrency: usize,
+    /// Where seen digests persist across restarts; `None` keeps them in memory only.
+    pub state_file: Option<PathBuf>,
+    pub backoff: BackoffPolicy,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> WatcherConfig {
+        WatcherConfig {
+            interval: Duration::from_secs(5 * 60),
+            jitter: 0.1,
+            concurrency: 8,
+            state_file: None,
+            backoff: BackoffPolicy::default(),
+        }
+    }
+}
+
+impl WatcherConfig {
+    /// The wait before the next tick: the interval, moved by up to ±`jitter` of itself.
+    pub fn next_delay(&self) -> Duration {
+        let jitter = self.jitter.clamp(0.0, MAX_JITTER);
+        let factor = 1.0 + jitter * (fastrand::f64() * 2.0 - 1.0);
+        self.interval.mul_f64(factor)
+    }
+}
+
+/// The watcher: a watch set, a digest source, a refresher and what it has seen.
+#[derive(Debug)]
+pub struct Watcher {
+    set: WatchSet,
+    source: Arc<dyn DigestSource>,
+    refresher: Arc<dyn Refresher>,
+    config: WatcherConfig,
+    state: Option<StateFile>,
+    state_set_aside: Option<SetAside>,
+    seen: HashMap<ImageReference, Digest>,
+    dirty: bool,
+    backoffs: Mutex<Backoffs>,
+}
+
+enum Checked {
+    Fetched(Result<Digest, CheckError>),
+    BackedOff(Duration),
+}
+
+impl Watcher {
+    /// Builds a watcher, loading the state file if one is configured. A corrupt or unreadable
+    /// state file is renamed aside and reported (see [`Watcher::state_set_aside`]); only a file
+    /// that cannot even be moved is an error.
+    pub fn new(
+        set: WatchSet,
+        source: Arc<dyn DigestSource>,
+        refresher: Arc<dyn Refresher>,
+        config: WatcherConfig,
+    ) -> Result<Watcher, StateError> {
+        let state = config.state_file.clone().map(StateFile::new);
+        let mut seen = HashMap::new();
+        let mut state_set_aside = None;
+        if let Some(file) = &state {
+            let loaded = file.load()?;
+            if let Some(aside) = &loaded.set_aside {
+                error!(
+                    path = %file.path().display(),
+                    moved_to = %aside.moved_to.display(),
+                    reason = %aside.reason,
+                    "state file unusable; renamed aside, starting from an empty state"
+                );
+            } else {
+                info!(path = %file.path().display(), images = loaded.digests.len(), "state loaded");
+            }
+            seen = loaded.digests;
+            state_set_aside = loaded.set_aside;
+        }
+        Ok(Watcher {
+            backoffs: Mutex::new(Backoffs::new(config.backoff.clone())),
+            set,
+            source,
+            refresher,
+            config,
+            state,
+            state_set_aside,
+            seen,
+            dirty: false,
+        })
+    }
+
+    pub fn watch_set(&self) -> &WatchSet {
+        &self.set
+    }
+
+    pub fn config(&self) -> &WatcherConfig {
+        &self.config
+    }
+
+    /// The digest last seen (and, after a move, successfully refreshed) for `image`.
+    pub fn seen(&self, image: &ImageReference) -> Option<&Digest> {
+        self.seen.get(image)
+    }
+
+    /// The state file that was unusable at start and where it was moved, if that happened.
+    pub fn state_set_aside(&self) -> Option<&SetAside> {
+        self.state_set_aside.as_ref()
+    }
+
+    /// Checks every image once, refreshes moved ones and saves the state if it changed.
+    pub async fn tick(&mut self) -> TickReport {
+        let (_stop, stopped) = watch::channel(false);
+        self.tick_until(stopped).await
+    }
+
+    /// Ticks now, then every interval (with jitter), until `shutdown` resolves. A shutdown during
+    /// a tick abandons checks still in flight, lets a refresh in flight finish and starts no
+    /// other; the state is saved before returning.
+    pub async fn run<F: Future<Output = ()>>(&mut self, shutdown: F) -> Result<(), StateError> {
+        let (stop, stopped) = watch::channel(false);
+        let mut shutdown = std::pin::pin!(shutdown);
+        info!(
+            images = self.set.len(),
+            interval_secs = self.config.interval.as_secs(),
+            refresher = self.refresher.name(),
+            "watching"
+        );
+        loop {
+            let mut stopping = false;
+            {
+                let tick = self.tick_until(stopped.clone());
+                let mut tick = std::pin::pin!(tick);
+                tokio::select! {
+                    _report = &mut tick => {}
+                    () = &mut shutdown => {
+                        info!("shutdown requested; finishing the refresh in flight");
+                        stopping = true;
+                        let _ = stop.send(true);
+                        tick.await;
+                    }
+                }
+            }
+            if stopping {
+                break;
+            }
+            let delay = self.config.next_delay();
+            debug!(delay_secs = delay.as_secs(), "next tick");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = &mut shutdown => {
+                    info!("shutdown requested");
+                    break;
+                }
+            }
+        }
+        self.save_state()?;
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Writes the state file now if anything changed since the last write.
+    pub fn save_state(&mut self) -> Result<(), StateError> {
+        if let Some(file) = &self.state
+            && self.dirty
+        {
+            file.save(&self.seen)?;
+            self.dirty = false;
+            debug!(path = %file.path().display(), images = self.seen.len(), "state saved");
+        }
+        Ok(())
+    }
+
+    fn backoffs(&self) -> MutexGuard<'_, Backoffs> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that matters.
+        self.backoffs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn tick_until(&mut self, mut stopped: watch::Receiver<bool>) -> TickReport {
+        let started_at = SystemTime::now();
+        let started = tokio::time::Instant::now();
+        let images: Vec<WatchedImage> = self.set.images().to_vec();
+
+        let checks = self.check_all(&images);
+        let checked = tokio::select! {
+            checked = checks => Some(checked),
+            _ = stopped.wait_for(|stop| *stop) => None,
+        };
+        let Some(checked) = checked else {
+            warn!("shutdown during checks; this tick's results are dropped");
+            return self.finish(started_at, started, interrupted(&images));
+        };
+
+        let mut reports = Vec::with_capacity(images.len());
+        for (image, checked) in images.iter().zip(checked) {
+            let status = match checked {
+                Checked::BackedOff(remaining) => ImageStatus::BackedOff { remaining },
+                Checked::Fetched(Err(error)) => {
+                    warn!(
+                        image = %image.reference(),
+                        host = %image.host(),
+                        kind = %error.kind(),
+                        error = %error.message(),
+                        "digest check failed"
+                    );
+                    ImageStatus::CheckFailed { error }
+                }
+                Checked::Fetched(Ok(digest)) => {
+                    // Read the flag in a statement of its own: a `watch` borrow held across the
+                    // refresh would block the sender that wants to set it.
+                    let stopping = *stopped.borrow();
+                    self.observe(image, digest, stopping).await
+                }
+            };
+            reports.push(ImageReport {
+                image: image.reference().clone(),
+                runtime: image.runtime().map(str::to_owned),
+                status,
+            });
+        }
+        self.finish(started_at, started, reports)
+    }
+
+    /// Fetches every digest, at most `concurrency` at once, skipping hosts that are backed off
+    /// (also when a host starts backing off in the middle of this tick). Answers in set order.
+    async fn check_all(&self, images: &[WatchedImage]) -> Vec<Checked> {
+        let now = tokio::time::Instant::now();
+        let to_check: Vec<ImageReference> = images
+            .iter()
+            .filter(|image| self.backoffs().paused_until(image.host(), now).is_none())
+            .map(|image| image.reference().clone())
+            .collect();
+        if !to_check.is_empty() {
+            self.source.prepare(&to_check).await;
+        }
+        let mut results: Vec<(usize, Checked)> = futures_util::stream::iter(images.iter().enumerate())
+            .map(|(index, image)| async move { (index, self.check_one(image).await) })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, checked)| checked).collect()
+    }
+
+    async fn check_one(&self, image: &WatchedImage) -> Checked {
+        let host = image.host();
+        let now = tokio::time::Instant::now();
+        if let Some(until) = self.backoffs().paused_until(host, now) {
+            let remaining = until - now;
+            debug!(image = %image.reference(), host = %host, remaining_secs = remaining.as_secs(), "registry backed off; skipped");
+            return Checked::BackedOff(remaining);
+        }
+        let result = self.source.digest(image.reference()).await;
+        match &result {
+            Ok(_) => self.backoffs().record_success(host),
+            Err(error) => {
+                let pause = self.backoffs().record_error(host, error, tokio::time::Instant::now());
+                if let Some(pause) = pause {
+                    warn!(
+                        host = %host,
+                        kind = %error.kind(),
+                        pause_secs = pause.as_secs(),
+                        "registry backing off: its images are skipped until the pause passes"
+                    );
+                }
+            }
+        }
+        Checked::Fetched(result)
+    }
+
+    /// Compares a fetched digest with the seen one and acts.
+    async fn observe(&mut self, image: &WatchedImage, digest: Digest, stopping: bool) -> ImageStatus {
+        let reference = image.reference();
+        let Some(old) = self.seen.get(reference).cloned() else {
+            info!(image = %reference, host = %image.host(), digest = %digest.short(), "seeded");
+            self.seen.insert(reference.clone(), digest.clone());
+            self.dirty = true;
+            return ImageStatus::Seeded { digest };
+        };
+        if old == digest {
+            debug!(image = %reference, digest = %digest.short(), "unchanged");
+            return ImageStatus::Unchanged { digest };
+        }
+        if stopping {
+            info!(image = %reference, old = %old.short(), new = %digest.short(), "moved; not refreshing while stopping");
+            return ImageStatus::Interrupted;
+        }
+        let event = RefreshEvent::new(
+            reference.clone(),
+            image.runtime().map(str::to_owned),
+            old.clone(),
+            digest.clone(),
+            SystemTime::now(),
+        );
+        info!(
+            image = %reference,
+            host = %image.host(),
+            runtime = image.runtime().unwrap_or(""),
+            old = %old.short(),
+            new = %digest.short(),
+            refresher = self.refresher.name(),
+            "digest moved; refreshing"
+        );
+        match self.refresher.refresh(&event).await {
+            Ok(outcome) => {
+                info!(image = %reference, new = %digest.short(), outcome = %outcome, "refreshed");
+                self.seen.insert(reference.clone(), digest.clone());
+                self.dirty = true;
+                ImageStatus::Refreshed {
+                    old,
+                    new: digest,
+                    outcome,
+                }
+            }
+            Err(error) => {
+                error!(
+                    image = %reference,
+                    old = %old.short(),
+                    new = %digest.short(),
+                    error = %error,
+                    "refresh failed; keeping the old digest so the next tick retries"
+                );
+                ImageStatus::RefreshFailed {
+                    old,
+                    new: digest,
+                    error,
+                }
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        started_at: SystemTime,
+        started: tokio::time::Instant,
+        images: Vec<ImageReport>,
+    ) -> TickReport {
+        let state_error = match self.save_state() {
+            Ok(()) => None,
+            Err(error) => {
+                error!(error = %error, "state not saved");
+                Some(error.to_string())
+            }
+        };
+        let report = TickReport {
+            started_at,
+            duration: started.elapsed(),
+            images,
+            state_error,
+        };
+        let counts = report.counts();
+        let failed = report.failed();
+        info!(
+            seeded = counts.seeded,
+            unchanged = counts.unchanged,
+            refreshed = counts.refreshed,
+            refresh_failed = counts.refresh_failed,
+            check_failed = counts.check_failed,
+            backed_off = counts.backed_off,
+            interrupted = counts.interrupted,
+            duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            failed,
+            "tick done"
+        );
+        report
+    }
+}
+
+fn interrupted(images: &[WatchedImage]) -> Vec<ImageReport> {
+    images
+        .iter()
+        .map(|image| ImageReport {
+            image: image.reference().clone(),
+            runtime: image.runtime().map(str::to_owned),
+            status: ImageStatus::Interrupted,
+        })
+        .collect()
+}

@@ -1,0 +1,158 @@
+//! What one tick did, image by image: the value `Watcher::tick` returns, so callers (the CLI's
+//! `--once`, tests) judge a tick without reading logs.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use registry_core::{Digest, ImageReference};
+
+use crate::refresher::{RefreshError, RefreshOutcome};
+use crate::source::CheckError;
+
+/// What happened to one image in one tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageStatus {
+    /// First observation: the digest is remembered, nothing is refreshed.
+    Seeded { digest: Digest },
+    /// Same digest as last seen.
+    Unchanged { digest: Digest },
+    /// The digest moved and the refresher succeeded; the new digest is now the seen one.
+    Refreshed {
+        old: Digest,
+        new: Digest,
+        outcome: RefreshOutcome,
+    },
+    /// The digest moved and the refresher failed; the old digest stays seen, so the next tick
+    /// retries.
+    RefreshFailed {
+        old: Digest,
+        new: Digest,
+        error: RefreshError,
+    },
+    /// The digest could not be fetched.
+    CheckFailed { error: CheckError },
+    /// Not checked: its registry asked us to back off for this long yet.
+    BackedOff { remaining: Duration },
+    /// Not checked or not refreshed because the watcher is stopping; retried at the next start.
+    Interrupted,
+}
+
+impl ImageStatus {
+    /// Whether the image ended the tick not known to be up to date.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            ImageStatus::RefreshFailed { .. }
+                | ImageStatus::CheckFailed { .. }
+                | ImageStatus::BackedOff { .. }
+                | ImageStatus::Interrupted
+        )
+    }
+
+    /// A stable snake_case name for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ImageStatus::Seeded { .. } => "seeded",
+            ImageStatus::Unchanged { .. } => "unchanged",
+            ImageStatus::Refreshed { .. } => "refreshed",
+            ImageStatus::RefreshFailed { .. } => "refresh_failed",
+            ImageStatus::CheckFailed { .. } => "check_failed",
+            ImageStatus::BackedOff { .. } => "backed_off",
+            ImageStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for ImageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageStatus::Seeded { digest } => write!(f, "seeded at {}", digest.short()),
+            ImageStatus::Unchanged { digest } => write!(f, "unchanged at {}", digest.short()),
+            ImageStatus::Refreshed { old, new, outcome } => {
+                write!(f, "moved {} -> {}, refreshed: {outcome}", old.short(), new.short())
+            }
+            ImageStatus::RefreshFailed { old, new, error } => {
+                write!(f, "moved {} -> {}, refresh failed: {error}", old.short(), new.short())
+            }
+            ImageStatus::CheckFailed { error } => write!(f, "check failed: {error}"),
+            ImageStatus::BackedOff { remaining } => {
+                write!(f, "skipped: registry backed off for {}s more", remaining.as_secs())
+            }
+            ImageStatus::Interrupted => f.write_str("interrupted by shutdown"),
+        }
+    }
+}
+
+/// One image's line in a tick report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageReport {
+    pub image: ImageReference,
+    pub runtime: Option<String>,
+    pub status: ImageStatus,
+}
+
+/// Counts per status, for the one-line tick summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TickCounts {
+    pub seeded: usize,
+    pub unchanged: usize,
+    pub refreshed: usize,
+    pub refresh_failed: usize,
+    pub check_failed: usize,
+    pub backed_off: usize,
+    pub interrupted: usize,
+}
+
+/// Everything one tick did, in watch-set order.
+#[derive(Clone, Debug)]
+pub struct TickReport {
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub images: Vec<ImageReport>,
+    /// Set when the state file could not be written at the end of the tick.
+    pub state_error: Option<String>,
+}
+
+impl TickReport {
+    /// Whether any image failed (or was skipped) or the state could not be saved.
+    pub fn failed(&self) -> bool {
+        self.state_error.is_some() || self.images.iter().any(|image| image.status.is_failure())
+    }
+
+    pub fn status_of(&self, image: &ImageReference) -> Option<&ImageStatus> {
+        self.images
+            .iter()
+            .find(|report| &report.image == image)
+            .map(|report| &report.status)
+    }
+
+    pub fn counts(&self) -> TickCounts {
+        let mut counts = TickCounts::default();
+        for image in &self.images {
+            let slot = match image.status {
+                ImageStatus::Seeded { .. } => &mut counts.seeded,
+                ImageStatus::Unchanged { .. } => &mut counts.unchanged,
+                ImageStatus::Refreshed { .. } => &mut counts.refreshed,
+                ImageStatus::RefreshFailed { .. } => &mut counts.refresh_failed,
+                ImageStatus::CheckFailed { .. } => &mut counts.check_failed,
+                ImageStatus::BackedOff { .. } => &mut counts.backed_off,
+                ImageStatus::Interrupted => &mut counts.interrupted,
+            };
+            *slot += 1;
+        }
+        counts
+    }
+}
+
+impl fmt::Display for TickReport {
+    /// One line per image: `<image>: <status>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for image in &self.images {
+            writeln!(f, "{}: {}", image.image, image.status)?;
+        }
+        if let Some(error) = &self.state_error {
+            writeln!(f, "state file: {error}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! Where digests come from: the [`DigestSource`] seam and the error it reports. The watcher
+//! only needs an error's kind (to decide on back-off) and an optional `Retry-After`; it never
+//! looks at HTTP or tokens itself.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use registry_core::{Digest, ImageReference};
+
+/// What kind of failure a digest check met: decides back-off and shows in reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CheckErrorKind {
+    /// 429: the registry asks for fewer requests (see [`CheckError::retry_after`]).
+    RateLimited,
+    /// A 5xx answer: the registry (or a proxy before it) is failing.
+    Server,
+    /// 401/403, or no usable credentials.
+    Unauthorized,
+    /// The repository or tag does not exist.
+    NotFound,
+    /// Connection refused, DNS, TLS or a timeout: nothing usable came back.
+    Unreachable,
+    /// The registry answered, but not with a digest this project understands.
+    Protocol,
+    /// Anything else.
+    Other,
+}
+
+impl CheckErrorKind {
+    /// A stable snake_case name for logs and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckErrorKind::RateLimited => "rate_limited",
+            CheckErrorKind::Server => "server",
+            CheckErrorKind::Unauthorized => "unauthorized",
+            CheckErrorKind::NotFound => "not_found",
+            CheckErrorKind::Unreachable => "unreachable",
+            CheckErrorKind::Protocol => "protocol",
+            CheckErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for CheckErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed digest check: its kind, a message for people, and how long the registry asked us
+/// to wait, if it said.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct CheckError {
+    kind: CheckErrorKind,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl CheckError {
+    pub fn new(kind: CheckErrorKind, message: impl Into<String>) -> CheckError {
+        CheckError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> CheckError {
+        self.retry_after = retry_after;
+        self
+    }
+
+    pub fn kind(&self) -> CheckErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+/// Answers the current manifest digest of a moving reference (a tag). It must answer the digest
+/// the registry serves for the tag — the index digest for a multi-arch tag — every time, so two
+/// answers for an unchanged tag are equal.
+#[async_trait]
+pub trait DigestSource: Send + Sync + fmt::Debug {
+    async fn digest(&self, image: &ImageReference) -> Result<Digest, CheckError>;
+
+    /// Called once per tick, before any [`DigestSource::digest`], with every image about to be
+    /// checked: a source may prepare what they share (say one token for several repositories).
+    /// Errors are the source's to log; each image's check reports its own outcome.
+    async fn prepare(&self, _images: &[ImageReference]) {}
+}

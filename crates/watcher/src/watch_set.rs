@@ -1,0 +1,208 @@
+//! The watch set: which image references are polled, each with the runtime it serves, if any.
+//! By default that is the runtime images of the configured prefix; any other references can be
+//! added. It owns nothing else: no digests, no registry access.
+
+use registry_core::{DEFAULT_RUNTIMES, ImageReference, ReferenceError, RegistryHost, RegistryPrefix};
+
+/// One watched image: the moving reference and the runtime it is the image of, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchedImage {
+    reference: ImageReference,
+    runtime: Option<String>,
+}
+
+impl WatchedImage {
+    pub fn new(reference: ImageReference, runtime: Option<String>) -> WatchedImage {
+        WatchedImage { reference, runtime }
+    }
+
+    pub fn reference(&self) -> &ImageReference {
+        &self.reference
+    }
+
+    pub fn runtime(&self) -> Option<&str> {
+        self.runtime.as_deref()
+    }
+
+    pub fn host(&self) -> &RegistryHost {
+        self.reference.host()
+    }
+}
+
+/// Why an image cannot be watched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchSetError {
+    #[error("runtime {runtime:?} does not name a valid image under {prefix}: {source}")]
+    Runtime {
+        runtime: String,
+        prefix: String,
+        #[source]
+        source: ReferenceError,
+    },
+    #[error(
+        "{reference} is pinned by digest only, and a digest never moves; expected a tag to watch, e.g. `{name}:latest`"
+    )]
+    PinnedByDigest { reference: String, name: String },
+}
+
+/// The images a watcher polls, in the order given, without duplicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchSet {
+    images: Vec<WatchedImage>,
+}
+
+impl WatchSet {
+    pub fn new() -> WatchSet {
+        WatchSet::default()
+    }
+
+    /// The runtime images of `prefix` for each name in `runtimes`.
+    pub fn runtimes<S: AsRef<str>>(prefix: &RegistryPrefix, runtimes: &[S]) -> Result<WatchSet, WatchSetError> {
+        let mut set = WatchSet::new();
+        for runtime in runtimes {
+            set.add_runtime(prefix, runtime.as_ref())?;
+        }
+        Ok(set)
+    }
+
+    /// The runtime images of `prefix` for every runtime in [`DEFAULT_RUNTIMES`].
+    pub fn default_runtimes(prefix: &RegistryPrefix) -> Result<WatchSet, WatchSetError> {
+        WatchSet::runtimes(prefix, DEFAULT_RUNTIMES)
+    }
+
+    /// Adds `<prefix>/workspace-template-<runtime>:latest`, tagged with the runtime's name.
+    pub fn add_runtime(&mut self, prefix: &RegistryPrefix, runtime: &str) -> Result<(), WatchSetError> {
+        let reference = prefix.runtime_image(runtime).map_err(|source| WatchSetError::Runtime {
+            runtime: runtime.to_owned(),
+            prefix: prefix.to_string(),
+            source,
+        })?;
+        self.insert(WatchedImage::new(reference, Some(runtime.to_owned())));
+        Ok(())
+    }
+
+    /// Adds any reference. A `tag@digest` reference is watched by its tag; a reference pinned by
+    /// digest alone is rejected, since it can never move.
+    pub fn add_image(&mut self, reference: ImageReference) -> Result<(), WatchSetError> {
+        if reference.digest().is_some() {
+            if reference.tag().is_none() {
+                return Err(WatchSetError::PinnedByDigest {
+                    reference: reference.to_string(),
+                    name: format!("{}/{}", reference.host(), reference.repository()),
+                });
+            }
+            self.insert(WatchedImage::new(reference.without_digest(), None));
+        } else {
+            self.insert(WatchedImage::new(reference, None));
+        }
+        Ok(())
+    }
+
+    /// Adds `image`; a reference already present keeps its place, and gains a runtime name if it
+    /// had none.
+    pub fn insert(&mut self, image: WatchedImage) {
+        match self.images.iter_mut().find(|known| known.reference == image.reference) {
+            Some(known) => {
+                if known.runtime.is_none() {
+                    known.runtime = image.runtime;
+                }
+            }
+            None => self.images.push(image),
+        }
+    }
+
+    pub fn images(&self) -> &[WatchedImage] {
+        &self.images
+    }
+
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Each registry host of the set, once, in order of first appearance.
+    pub fn hosts(&self) -> Vec<RegistryHost> {
+        let mut hosts: Vec<RegistryHost> = Vec::new();
+        for image in &self.images {
+            if !hosts.contains(image.host()) {
+                hosts.push(image.host().clone());
+            }
+        }
+        hosts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn prefix(value: &str) -> RegistryPrefix {
+        value.parse().expect("valid prefix")
+    }
+
+    fn reference(value: &str) -> ImageReference {
+        value.parse().expect("valid reference")
+    }
+
+    #[test]
+    fn default_set_is_every_runtime_image_of_the_prefix() {
+        let set = WatchSet::default_runtimes(&prefix("ghcr.io/molecule-ai")).expect("valid");
+        assert_eq!(set.len(), DEFAULT_RUNTIMES.len());
+        let first = &set.images()[0];
+        assert_eq!(
+            first.reference().to_string(),
+            format!("ghcr.io/molecule-ai/workspace-template-{}:latest", DEFAULT_RUNTIMES[0])
+        );
+        assert_eq!(first.runtime(), Some(DEFAULT_RUNTIMES[0]));
+        assert_eq!(set.hosts(), vec![first.host().clone()]);
+    }
+
+    #[test]
+    fn invalid_runtime_name_is_rejected_with_the_name() {
+        let error = WatchSet::runtimes(&prefix("ghcr.io/molecule-ai"), &["Claude Code"]).expect_err("invalid");
+        assert!(error.to_string().contains("\"Claude Code\""), "{error}");
+    }
+
+    #[rstest]
+    #[case::tag("ghcr.io/a/b:v1", Some("ghcr.io/a/b:v1"))]
+    #[case::implicit_latest("ghcr.io/a/b", Some("ghcr.io/a/b:latest"))]
+    #[case::tag_and_digest_watches_the_tag(
+        "ghcr.io/a/b:v1@sha256:4f9c3ae6f6b5cbbd7bcd5a3a0d1e0e5f3b2e9a3c1b7d8e6f5a4b3c2d1e0f9a8b",
+        Some("ghcr.io/a/b:v1")
+    )]
+    #[case::digest_only_is_rejected(
+        "ghcr.io/a/b@sha256:4f9c3ae6f6b5cbbd7bcd5a3a0d1e0e5f3b2e9a3c1b7d8e6f5a4b3c2d1e0f9a8b",
+        None
+    )]
+    fn added_image_is_watched_by_its_tag(#[case] input: &str, #[case] watched: Option<&str>) {
+        let mut set = WatchSet::new();
+        let result = set.add_image(reference(input));
+        match watched {
+            Some(expected) => {
+                result.expect("accepted");
+                assert_eq!(set.images()[0].reference().to_string(), expected);
+            }
+            None => {
+                let error = result.expect_err("rejected").to_string();
+                assert!(error.contains("expected a tag"), "{error}");
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_reference_is_kept_once_and_gains_the_runtime() {
+        let prefix = prefix("ghcr.io/molecule-ai");
+        let mut set = WatchSet::new();
+        set.add_image(reference("ghcr.io/molecule-ai/workspace-template-hermes"))
+            .expect("valid");
+        set.add_image(reference("ghcr.io/other/img:1")).expect("valid");
+        set.add_runtime(&prefix, "hermes").expect("valid");
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.images()[0].runtime(), Some("hermes"));
+        assert_eq!(set.images()[1].reference().to_string(), "ghcr.io/other/img:1");
+    }
+}
