@@ -8,6 +8,7 @@
 mod backoff;
 mod poll;
 pub mod refresher;
+pub mod registry_source;
 pub mod report;
 pub mod source;
 pub mod state;
@@ -16,6 +17,7 @@ pub mod watch_set;
 pub use backoff::BackoffPolicy;
 pub use poll::{MAX_JITTER, Watcher, WatcherConfig};
 pub use refresher::{MonitorOnly, RefreshError, RefreshEvent, RefreshOutcome, Refresher};
+pub use registry_source::RegistrySource;
 pub use report::{ImageReport, ImageStatus, TickCounts, TickReport};
 pub use source::{CheckError, CheckErrorKind, DigestSource};
 pub use state::{LoadedState, STATE_VERSION, SetAside, StateError, StateFile};

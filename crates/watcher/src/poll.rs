@@ -10,15 +10,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt as _;
-use registry_core::{Digest, ImageReference};
+use registry_core::{Digest, ImageReference, RegistryHost};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::{BackoffPolicy, Backoffs};
 use crate::refresher::{RefreshEvent, Refresher};
 use crate::report::{ImageReport, ImageStatus, TickReport};
-use crate::source::{CheckError, DigestSource};
+use crate::source::{CheckError, CheckErrorKind, DigestSource};
 use crate::state::{SetAside, StateError, StateFile};
 use crate::watch_set::{WatchSet, WatchedImage};
 
@@ -251,41 +250,94 @@ impl Watcher {
         self.finish(started_at, started, reports)
     }
 
-    /// Fetches every digest, at most `concurrency` at once, skipping hosts that are backed off
-    /// (also when a host starts backing off in the middle of this tick). Answers in set order.
+    /// Fetches every digest in one batch (at most `concurrency` at once), skipping hosts that
+    /// are backed off, then updates each host's back-off from its results. Answers in set order.
     async fn check_all(&self, images: &[WatchedImage]) -> Vec<Checked> {
         let now = tokio::time::Instant::now();
+        let paused: Vec<Option<Duration>> = {
+            let backoffs = self.backoffs();
+            images
+                .iter()
+                .map(|image| backoffs.paused_until(image.host(), now).map(|until| until - now))
+                .collect()
+        };
+        for (image, remaining) in images.iter().zip(&paused) {
+            if let Some(remaining) = remaining {
+                debug!(
+                    image = %image.reference(),
+                    host = %image.host(),
+                    remaining_secs = remaining.as_secs(),
+                    "registry backed off; skipped"
+                );
+            }
+        }
         let to_check: Vec<ImageReference> = images
             .iter()
-            .filter(|image| self.backoffs().paused_until(image.host(), now).is_none())
-            .map(|image| image.reference().clone())
+            .zip(&paused)
+            .filter(|(_, remaining)| remaining.is_none())
+            .map(|(image, _)| image.reference().clone())
             .collect();
-        if !to_check.is_empty() {
-            self.source.prepare(&to_check).await;
+        let mut fetched = if to_check.is_empty() {
+            Vec::new()
+        } else {
+            self.source.digests(&to_check, self.config.concurrency.max(1)).await
         }
-        let mut results: Vec<(usize, Checked)> = futures_util::stream::iter(images.iter().enumerate())
-            .map(|(index, image)| async move { (index, self.check_one(image).await) })
-            .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
-            .await;
-        results.sort_by_key(|(index, _)| *index);
-        results.into_iter().map(|(_, checked)| checked).collect()
+        .into_iter();
+        let checked: Vec<Checked> = paused
+            .into_iter()
+            .map(|remaining| match remaining {
+                Some(remaining) => Checked::BackedOff(remaining),
+                None => Checked::Fetched(fetched.next().unwrap_or_else(|| {
+                    Err(CheckError::new(
+                        CheckErrorKind::Other,
+                        "the digest source answered too few results",
+                    ))
+                })),
+            })
+            .collect();
+        self.update_backoffs(images, &checked);
+        checked
     }
 
-    async fn check_one(&self, image: &WatchedImage) -> Checked {
-        let host = image.host();
+    /// One back-off decision per host per tick: a 429 or a 5xx in this tick counts even when
+    /// another image of the host succeeded; a host with only successes is cleared.
+    fn update_backoffs(&self, images: &[WatchedImage], checked: &[Checked]) {
         let now = tokio::time::Instant::now();
-        if let Some(until) = self.backoffs().paused_until(host, now) {
-            let remaining = until - now;
-            debug!(image = %image.reference(), host = %host, remaining_secs = remaining.as_secs(), "registry backed off; skipped");
-            return Checked::BackedOff(remaining);
+        let mut backoffs = self.backoffs();
+        let mut hosts: Vec<&RegistryHost> = Vec::new();
+        for image in images {
+            if !hosts.contains(&image.host()) {
+                hosts.push(image.host());
+            }
         }
-        let result = self.source.digest(image.reference()).await;
-        match &result {
-            Ok(_) => self.backoffs().record_success(host),
-            Err(error) => {
-                let pause = self.backoffs().record_error(host, error, tokio::time::Instant::now());
-                if let Some(pause) = pause {
+        for host in hosts {
+            let results = images
+                .iter()
+                .zip(checked)
+                .filter(|(image, _)| image.host() == host)
+                .filter_map(|(_, checked)| match checked {
+                    Checked::Fetched(result) => Some(result),
+                    Checked::BackedOff(_) => None,
+                });
+            let mut any_success = false;
+            let mut pausing_errors = Vec::new();
+            for result in results {
+                match result {
+                    Ok(_) => any_success = true,
+                    Err(error) if matches!(error.kind(), CheckErrorKind::RateLimited | CheckErrorKind::Server) => {
+                        pausing_errors.push(error);
+                    }
+                    Err(_) => {}
+                }
+            }
+            if pausing_errors.is_empty() {
+                if any_success {
+                    backoffs.record_success(host);
+                }
+                continue;
+            }
+            for error in pausing_errors {
+                if let Some(pause) = backoffs.record_error(host, error, now) {
                     warn!(
                         host = %host,
                         kind = %error.kind(),
@@ -295,7 +347,6 @@ impl Watcher {
                 }
             }
         }
-        Checked::Fetched(result)
     }
 
     /// Compares a fetched digest with the seen one and acts.

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt as _;
 use registry_core::{Digest, ImageReference};
 
 /// What kind of failure a digest check met: decides back-off and shows in reports.
@@ -92,8 +93,16 @@ impl CheckError {
 pub trait DigestSource: Send + Sync + fmt::Debug {
     async fn digest(&self, image: &ImageReference) -> Result<Digest, CheckError>;
 
-    /// Called once per tick, before any [`DigestSource::digest`], with every image about to be
-    /// checked: a source may prepare what they share (say one token for several repositories).
-    /// Errors are the source's to log; each image's check reports its own outcome.
-    async fn prepare(&self, _images: &[ImageReference]) {}
+    /// The digests of several images, in input order, at most `concurrency` checks at once.
+    /// The default calls [`DigestSource::digest`] for each; a source that can share work across
+    /// images (one token exchange for many repositories) overrides it.
+    async fn digests(&self, images: &[ImageReference], concurrency: usize) -> Vec<Result<Digest, CheckError>> {
+        // Indices rather than references: a closure over `&ImageReference` trips the
+        // higher-ranked `Send` check of the boxed future.
+        futures_util::stream::iter(0..images.len())
+            .map(|index| self.digest(&images[index]))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
 }
