@@ -17,10 +17,17 @@ const DEBIAN: &[(&str, &str)] = &[
 ];
 
 pub fn components() -> Result<(), String> {
-    let missing: Vec<&str> = DEBIAN.iter().filter(|(binary, _)| !on_path(binary)).map(|(_, package)| *package).collect();
+    let missing: Vec<&str> = DEBIAN
+        .iter()
+        .filter(|(binary, _)| !on_path(binary))
+        .map(|(_, package)| *package)
+        .collect();
     if !missing.is_empty() {
         if !is_root() {
-            return Err(format!("missing Debian packages {missing:?}: run `sudo apt-get install {}`", missing.join(" ")));
+            return Err(format!(
+                "missing Debian packages {missing:?}: run `sudo apt-get install {}`",
+                missing.join(" ")
+            ));
         }
         run::command("apt-get", &["update", "-qq"])?;
         let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
@@ -37,9 +44,14 @@ pub fn components() -> Result<(), String> {
 fn on_path(binary: &str) -> bool {
     let found = |dir: &std::path::Path| dir.join(binary).is_file();
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| found(&dir)))
-        || ["/usr/sbin", "/sbin"].iter().any(|dir| found(std::path::Path::new(dir)))
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|dir| found(std::path::Path::new(dir)))
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }

@@ -1,9 +1,13 @@
 //! `cargo xtask`: the project's automation, in Rust instead of shell scripts.
 //!
-//! - `ci`: everything CI checks, in order: components installed, formatting, clippy, all tests.
+//! - `ci`: everything CI checks, in order: components installed, formatting, clippy, all tests,
+//!   then the registry test matrix.
 //! - `install`: the real components the tests run against (Debian and PyPI packages).
+//! - `test-matrix`: the conformance suite against every registry flavour (GHCR, Gitea, Docker
+//!   Hub, ECR, Basic, anonymous), started locally.
 
 mod install;
+mod matrix;
 mod run;
 
 use std::process::ExitCode;
@@ -19,16 +23,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install components, check formatting and lints, run every test.
+    /// Install components, check formatting and lints, run every test and the test matrix.
     Ci,
     /// Install the registry, skopeo, nginx, moto... that the tests start (needs root for apt).
     Install,
+    /// Run the conformance suite against every registry flavour and print the matrix.
+    TestMatrix,
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Ci => ci(),
         Command::Install => install::components(),
+        Command::TestMatrix => matrix::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,5 +51,5 @@ fn ci() -> Result<(), String> {
     run::cargo(&["fmt", "--all", "--", "--check"])?;
     run::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     run::cargo(&["test", "--workspace", "--all-targets"])?;
-    Ok(())
+    matrix::run()
 }

@@ -1,0 +1,308 @@
+//! The conformance suite every flavour runs, through the real `RegistryClient`, the provider
+//! the host maps to, and (for the refresh check) the real `watcher::Watcher`.
+//!
+//! Each check answers `Ok(note)` or `Err(failure)`; it must not start components (that is
+//! `flavours`) nor print (that is the matrix).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use registry_core::{EngineAuth, ImageReference, RegistryError};
+use test_support::{ImageSpec, ManifestFormat, OCI_INDEX, WorkDir, build_image, build_multi_arch, skopeo};
+use tokio::runtime::Runtime;
+use watcher::{
+    ImageStatus, RefreshError, RefreshEvent, RefreshOutcome, Refresher, RegistrySource, WatchSet, Watcher,
+    WatcherConfig,
+};
+
+use super::flavours::{Access, Flavour};
+
+/// The checks, in matrix column order.
+pub const CHECKS: [&str; 7] = [
+    "digest-oci",
+    "digest-docker-v2",
+    "digest-index",
+    "private-no-creds",
+    "wrong-creds",
+    "push-one-tick",
+    "engine-payload",
+];
+
+/// A check's verdict.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    Pass(String),
+    Fail(String),
+    /// Nothing to verify on this flavour (e.g. credentials on an anonymous registry).
+    NotApplicable(String),
+}
+
+pub struct Ctx<'a> {
+    pub flavour: &'a Flavour,
+    pub wd: &'a WorkDir,
+    pub rt: &'a Runtime,
+}
+
+/// Runs check `name` on a flavour.
+pub fn run(name: &str, ctx: &Ctx<'_>) -> Verdict {
+    let outcome = match name {
+        "digest-oci" => digest(ctx, Kind::Oci),
+        "digest-docker-v2" => digest(ctx, Kind::DockerV2),
+        "digest-index" => digest(ctx, Kind::Index),
+        "private-no-creds" => refused(ctx, Access::Missing),
+        "wrong-creds" => refused(ctx, Access::Wrong),
+        "push-one-tick" => push_one_tick(ctx),
+        "engine-payload" => engine_payload(ctx),
+        other => Err(format!("unknown check {other}")),
+    };
+    match outcome {
+        Ok(Some(note)) => Verdict::Pass(note),
+        Ok(None) => Verdict::NotApplicable(format!("{} has no authentication", ctx.flavour.name)),
+        Err(failure) => Verdict::Fail(failure),
+    }
+}
+
+type CheckResult = Result<Option<String>, String>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Oci,
+    DockerV2,
+    Index,
+}
+
+fn parse(reference: &str) -> Result<ImageReference, String> {
+    reference.parse().map_err(|e| format!("{reference}: {e}"))
+}
+
+fn creds(flavour: &Flavour) -> Option<(String, String)> {
+    flavour.push_creds()
+}
+
+fn as_ref(creds: &Option<(String, String)>) -> Option<(&str, &str)> {
+    creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+}
+
+/// Pushes `layout`-like content with skopeo and returns (reference, skopeo's digest).
+fn push(ctx: &Ctx<'_>, repository: &str, content: &str, kind: Kind) -> Result<(String, String, String), String> {
+    let f = ctx.flavour;
+    let layout = match kind {
+        Kind::Index => build_multi_arch(ctx.wd, &ImageSpec::with_content(content)),
+        _ => build_image(ctx.wd, &ImageSpec::with_content(content)),
+    };
+    let format = if kind == Kind::DockerV2 {
+        ManifestFormat::DockerV2
+    } else {
+        ManifestFormat::Oci
+    };
+    let reference = f.image_ref(repository, "latest");
+    let creds = creds(f);
+    let pushed = skopeo::push(&layout, &reference, format, as_ref(&creds), &f.skopeo_tls);
+    let inspected = skopeo::inspect_digest(&reference, as_ref(&creds), &f.skopeo_tls);
+    if pushed != inspected {
+        return Err(format!(
+            "skopeo pushed {pushed} but inspects {inspected} for {reference}"
+        ));
+    }
+    if kind == Kind::Index && (layout.media_type != OCI_INDEX || layout.digest != inspected) {
+        return Err(format!(
+            "the multi-arch tag answers {inspected}, not the index {} ({})",
+            layout.digest, layout.media_type
+        ));
+    }
+    Ok((reference, inspected, layout.digest))
+}
+
+fn digest(ctx: &Ctx<'_>, kind: Kind) -> CheckResult {
+    let f = ctx.flavour;
+    let label = match kind {
+        Kind::Oci => "oci",
+        Kind::DockerV2 => "docker",
+        Kind::Index => "index",
+    };
+    let repository = format!("{}/{label}", f.name);
+    let (reference, skopeo_digest, _) = push(ctx, &repository, &format!("{} {label} v1", f.name), kind)?;
+    let (client, _) = f.client(Access::Good)?;
+    let ours = ctx
+        .rt
+        .block_on(client.manifest_digest(&parse(&reference)?))
+        .map_err(|e| format!("imagewatch: {e}"))?;
+    if ours.as_str() != skopeo_digest {
+        return Err(format!("imagewatch {ours} != skopeo {skopeo_digest} for {reference}"));
+    }
+    Ok(Some(format!("{} = skopeo", ours.short())))
+}
+
+/// The private repository read without (or with wrong) credentials must fail with an `auth`
+/// error that names the host, and must not print the secret. The same read with good
+/// credentials must succeed, so the refusal is about credentials, not a missing tag.
+fn refused(ctx: &Ctx<'_>, access: Access) -> CheckResult {
+    let f = ctx.flavour;
+    let Some(repository) = f.private_repository() else {
+        return Ok(None);
+    };
+    let (reference, skopeo_digest, _) = push(ctx, &repository, &format!("{} private", f.name), Kind::Oci)?;
+    let reference = parse(&reference)?;
+    let (good, _) = f.client(Access::Good)?;
+    let digest = ctx
+        .rt
+        .block_on(good.manifest_digest(&reference))
+        .map_err(|e| format!("with good credentials: {e}"))?;
+    if digest.as_str() != skopeo_digest {
+        return Err(format!("with good credentials: {digest} != skopeo {skopeo_digest}"));
+    }
+    let (client, _) = f.client(access)?;
+    let error = match ctx.rt.block_on(client.manifest_digest(&reference)) {
+        Ok(digest) => return Err(format!("{access:?} credentials still read {reference} ({digest})")),
+        Err(error) => error,
+    };
+    let message = error.to_string();
+    if !matches!(error, RegistryError::Auth { .. }) {
+        return Err(format!("expected an auth error, got {}: {message}", error.kind()));
+    }
+    if !message.contains(f.host.as_str()) {
+        return Err(format!("the auth error does not name the host {}: {message}", f.host));
+    }
+    if let Some(secret) = f.secret()
+        && (message.contains(&secret) || message.contains(&format!("wrong-{secret}")))
+    {
+        return Err(format!("the auth error prints the password: {message}"));
+    }
+    Ok(Some(message))
+}
+
+/// Counts refreshes (the matrix's `Refresher`).
+#[derive(Debug, Default)]
+struct CountingRefresher {
+    calls: AtomicUsize,
+    events: Mutex<Vec<RefreshEvent>>,
+}
+
+#[async_trait]
+impl Refresher for CountingRefresher {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    async fn refresh(&self, event: &RefreshEvent) -> Result<RefreshOutcome, RefreshError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(event.clone());
+        Ok(RefreshOutcome::new("counted"))
+    }
+}
+
+/// Seed with one tick, push a new version, and ONE tick refreshes exactly once (a third tick
+/// then sees it unchanged and refreshes nothing).
+fn push_one_tick(ctx: &Ctx<'_>) -> CheckResult {
+    let f = ctx.flavour;
+    let repository = format!("{}/watched", f.name);
+    let (reference, v1, _) = push(ctx, &repository, &format!("{} watched v1", f.name), Kind::Oci)?;
+    let image = parse(&reference)?;
+    let (client, _) = f.client(Access::Good)?;
+    let refresher = Arc::new(CountingRefresher::default());
+    let mut set = WatchSet::new();
+    set.add_image(image.clone()).map_err(|e| e.to_string())?;
+    let config = WatcherConfig {
+        concurrency: 1,
+        state_file: None,
+        ..WatcherConfig::default()
+    };
+    let mut watcher = Watcher::new(
+        set,
+        Arc::new(RegistrySource::new(Arc::new(client))),
+        refresher.clone(),
+        config,
+    )
+    .map_err(|e| e.to_string())?;
+
+    let seeded = ctx.rt.block_on(watcher.tick());
+    match seeded.status_of(&image) {
+        Some(ImageStatus::Seeded { digest }) if digest.as_str() == v1 => {}
+        other => return Err(format!("first tick: expected seeded {v1}, got {other:?}")),
+    }
+    let (_, v2, _) = push(ctx, &repository, &format!("{} watched v2", f.name), Kind::Oci)?;
+    if v2 == v1 {
+        return Err("the second push did not move the digest".into());
+    }
+    let mark = f.registry.mark();
+    let exchanges_before = f.token.as_ref().map(|t| t.exchange_count());
+    let moved = ctx.rt.block_on(watcher.tick());
+    let reads = f.registry.requests_since(&mark).manifest_reads();
+    let exchanges = match (&f.token, exchanges_before) {
+        (Some(token), Some(before)) => format!(", {} token exchange(s)", token.exchange_count() - before),
+        _ => String::new(),
+    };
+    match moved.status_of(&image) {
+        Some(ImageStatus::Refreshed { old, new, .. }) if old.as_str() == v1 && new.as_str() == v2 => {}
+        other => return Err(format!("second tick: expected refreshed {v1} -> {v2}, got {other:?}")),
+    }
+    let after_one = refresher.calls.load(Ordering::SeqCst);
+    let quiet = ctx.rt.block_on(watcher.tick());
+    let after_two = refresher.calls.load(Ordering::SeqCst);
+    if !matches!(quiet.status_of(&image), Some(ImageStatus::Unchanged { .. })) {
+        return Err(format!(
+            "third tick: expected unchanged, got {:?}",
+            quiet.status_of(&image)
+        ));
+    }
+    if after_one != 1 || after_two != 1 {
+        return Err(format!(
+            "refresher called {after_one} time(s) by the moving tick, {after_two} in all; expected exactly 1"
+        ));
+    }
+    let events = refresher
+        .events
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let event_host = events.first().map(|e| e.host.to_string()).unwrap_or_default();
+    if event_host != f.host.as_str() {
+        return Err(format!("the refresh event names host {event_host}, not {}", f.host));
+    }
+    Ok(Some(format!(
+        "seeded, pushed, 1 tick -> 1 refresh ({reads} manifest read(s) at the registry{exchanges} in that tick)"
+    )))
+}
+
+/// The Docker Engine `X-Registry-Auth` payload from the provider carries the flavour's host.
+fn engine_payload(ctx: &Ctx<'_>) -> CheckResult {
+    let f = ctx.flavour;
+    let (_, provider) = f.client(Access::Good)?;
+    let credentials = ctx
+        .rt
+        .block_on(provider.engine_credentials(&f.host))
+        .map_err(|e| format!("engine credentials: {e}"))?;
+    let Some(credentials) = credentials else {
+        if f.has_auth() {
+            return Err(format!("the provider has no Engine credentials for {}", f.host));
+        }
+        return Ok(Some("no credentials -> no X-Registry-Auth (anonymous pull)".into()));
+    };
+    let auth = EngineAuth::new(&f.host, credentials);
+    let header = auth.header_value();
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.expose().trim_end_matches('='))
+        .map_err(|e| format!("X-Registry-Auth is not base64url: {e}"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&decoded).map_err(|e| format!("X-Registry-Auth is not JSON: {e}"))?;
+    let server = json["serveraddress"].as_str().unwrap_or_default();
+    if server != f.host.as_str() {
+        return Err(format!("serveraddress {server:?}, expected {}", f.host));
+    }
+    let expected_user = f.push_creds().map(|(user, _)| user).unwrap_or_default();
+    if json["username"].as_str() != Some(expected_user.as_str()) {
+        return Err(format!("username {:?}, expected {expected_user}", json["username"]));
+    }
+    let redacted = auth.redacted_json().to_string();
+    if let Some(secret) = f.secret()
+        && redacted.contains(&secret)
+    {
+        return Err("the redacted payload shows the password".into());
+    }
+    Ok(Some(format!("serveraddress={server} username={expected_user}")))
+}
