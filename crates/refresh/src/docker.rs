@@ -1,0 +1,943 @@
+//! The Docker refresher: pulls the moved image through the Docker Engine API (bollard) with the
+//! image host's `X-Registry-Auth`, then recreates (or removes) every container configured with
+//! that reference. It never leaves a service down: a recreate that fails after the old container
+//! was stopped puts the old one back under its name and starts it again.
+//!
+//! It compares images by the engine's image ID only, never a local digest with a registry
+//! digest (a multi-arch index digest never equals a platform digest).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, EndpointSettings, ImageConfig,
+    NetworkConnectRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt as _;
+use registry_core::{AuthError, ImageReference, RegistryHost};
+use tracing::{debug, info, warn};
+use watcher::{RefreshError, RefreshEvent, RefreshOutcome, Refresher};
+
+use crate::engine_auth::{EngineAuthSource, docker_credentials, url_safe_registry_auth};
+
+/// The engine address used when none is configured and `DOCKER_HOST` is unset.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Marks the containers a recreate parks aside; they are never matched themselves.
+const ASIDE_MARK: &str = "-imagewatch-old-";
+/// Marks the container a recreate builds before it takes the old one's name.
+const NEW_MARK: &str = "-imagewatch-new-";
+
+/// What to do with the containers of a moved image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DockerMode {
+    /// A new container with the same configuration on the new image, then the old one removed.
+    Recreate,
+    /// Remove the container (force) for a platform that re-provisions it.
+    Remove,
+}
+
+impl FromStr for DockerMode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "recreate" => Ok(DockerMode::Recreate),
+            "remove" => Ok(DockerMode::Remove),
+            other => Err(format!(
+                "invalid Docker mode {other:?}; expected `recreate` or `remove`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DockerMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DockerMode::Recreate => "recreate",
+            DockerMode::Remove => "remove",
+        })
+    }
+}
+
+/// Which containers of the image are touched, beyond `Config.Image` naming it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerFilter {
+    /// Only containers whose name starts with this (say `ws-`).
+    pub name_prefix: Option<String>,
+    /// Only containers carrying this label with this value.
+    pub label: Option<(String, String)>,
+}
+
+impl ContainerFilter {
+    /// Parses a `key=value` label filter.
+    pub fn parse_label(value: &str) -> Result<(String, String), String> {
+        match value.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+            _ => Err(format!("invalid label filter {value:?}; expected `key=value`")),
+        }
+    }
+
+    fn matches(&self, name: &str, labels: Option<&HashMap<String, String>>) -> bool {
+        let name_ok = self
+            .name_prefix
+            .as_deref()
+            .is_none_or(|prefix| name.starts_with(prefix));
+        let label_ok = self.label.as_ref().is_none_or(|(key, value)| {
+            labels
+                .and_then(|labels| labels.get(key))
+                .is_some_and(|found| found == value)
+        });
+        name_ok && label_ok
+    }
+}
+
+/// How the Docker refresher works.
+#[derive(Clone, Debug)]
+pub struct DockerConfig {
+    /// `unix:///path`, a socket path, `tcp://host:port` or `http://host:port`; `None` means
+    /// `DOCKER_HOST`, else [`DEFAULT_DOCKER_SOCKET`].
+    pub endpoint: Option<String>,
+    pub mode: DockerMode,
+    pub filter: ContainerFilter,
+    /// How long a container gets to stop before it is killed.
+    pub stop_timeout: Duration,
+    /// Per-request timeout of the Engine API (a pull's progress stream included).
+    pub api_timeout: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> DockerConfig {
+        DockerConfig {
+            endpoint: None,
+            mode: DockerMode::Recreate,
+            filter: ContainerFilter::default(),
+            stop_timeout: Duration::from_secs(10),
+            api_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a Docker refresh did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DockerOutcome {
+    /// The engine's ID of the image now pulled.
+    pub image_id: String,
+    /// Containers now running (or created, if they were stopped) on the new image.
+    pub recreated: Vec<String>,
+    /// Containers removed (mode `remove`).
+    pub removed: Vec<String>,
+    /// Containers of the reference already on the pulled image: left alone.
+    pub up_to_date: Vec<String>,
+    /// Things that did not stop the refresh (an old container that could not be removed).
+    pub warnings: Vec<String>,
+}
+
+impl DockerOutcome {
+    pub fn summary(&self) -> String {
+        let mut summary = format!(
+            "pulled {}; recreated {}, removed {}, already current {}",
+            short_id(&self.image_id),
+            list(&self.recreated),
+            list(&self.removed),
+            list(&self.up_to_date)
+        );
+        for warning in &self.warnings {
+            summary.push_str("; warning: ");
+            summary.push_str(warning);
+        }
+        summary
+    }
+}
+
+/// One container a refresh could not bring onto the new image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerFailure {
+    pub container: String,
+    /// The step that failed (`create`, `stop`, `rename`, `start`, `remove`, ...).
+    pub step: &'static str,
+    pub message: String,
+    /// What the rollback did: the old container running again under its name, or why not.
+    pub rollback: String,
+}
+
+impl fmt::Display for ContainerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "container {}: {} failed: {}; {}",
+            self.container, self.step, self.message, self.rollback
+        )
+    }
+}
+
+/// Why a Docker refresh failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(
+        "Docker Engine not reachable at {endpoint}: {reason}; expected a running daemon (set DOCKER_HOST or the Docker endpoint option)"
+    )]
+    Unreachable { endpoint: String, reason: String },
+    #[error("no pull credentials for {host}: {source}")]
+    Auth {
+        host: RegistryHost,
+        #[source]
+        source: AuthError,
+    },
+    #[error("pulling {image} failed: {message}")]
+    Pull { image: String, message: String },
+    #[error("Docker Engine API call {what} failed: {message}")]
+    Api { what: String, message: String },
+    #[error("{image} pulled, but {} container(s) were not refreshed: {}", failures.len(), failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Containers {
+        image: String,
+        failures: Vec<ContainerFailure>,
+        /// What did succeed.
+        done: Box<DockerOutcome>,
+    },
+}
+
+/// The Docker refresher.
+#[derive(Clone)]
+pub struct DockerRefresher {
+    docker: Docker,
+    endpoint: String,
+    auth: Arc<dyn EngineAuthSource>,
+    config: DockerConfig,
+}
+
+impl fmt::Debug for DockerRefresher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerRefresher")
+            .field("endpoint", &self.endpoint)
+            .field("mode", &self.config.mode)
+            .field("filter", &self.config.filter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerRefresher {
+    /// Connects to the engine and agrees on an API version (bollard asks for a newer one than
+    /// many engines speak). Fails with [`DockerError::Unreachable`] when there is no engine.
+    pub async fn connect(
+        config: DockerConfig,
+        auth: Arc<dyn EngineAuthSource>,
+    ) -> Result<DockerRefresher, DockerError> {
+        let endpoint = config
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|v| !v.trim().is_empty()))
+            .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_owned());
+        let unreachable = |reason: String| DockerError::Unreachable {
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        let timeout = config.api_timeout.as_secs().max(1);
+        let docker = if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+            Docker::connect_with_http(&endpoint, timeout, bollard::API_DEFAULT_VERSION)
+        } else {
+            let path = endpoint.strip_prefix("unix://").unwrap_or(&endpoint);
+            if !std::path::Path::new(path).exists() {
+                return Err(unreachable(format!("no socket at {path}")));
+            }
+            Docker::connect_with_socket(path, timeout, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
+        let docker = docker
+            .with_request_modifier(url_safe_registry_auth)
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        info!(endpoint = %endpoint, api_version = %docker.client_version(), mode = %config.mode, "Docker Engine connected");
+        Ok(DockerRefresher {
+            docker,
+            endpoint,
+            auth,
+            config,
+        })
+    }
+
+    /// The engine client, for callers that inspect what a refresh did.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Pulls `image` with its host's credentials, reading the progress stream to the end (the
+    /// engine answers 200 and reports a failed pull inside the stream). Answers the image ID.
+    pub async fn pull(&self, image: &ImageReference) -> Result<String, DockerError> {
+        let host = image.host();
+        let auth = self.auth.engine_auth(host).await.map_err(|source| DockerError::Auth {
+            host: host.clone(),
+            source,
+        })?;
+        let credentials = auth.as_ref().map(docker_credentials);
+        let name = format!("{}/{}", host, image.repository());
+        let tag = image.tag().map_or("latest", |tag| tag.as_str());
+        let options = CreateImageOptionsBuilder::new().from_image(&name).tag(tag).build();
+        debug!(image = %image, host = %host, authenticated = auth.is_some(), "pulling");
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        let mut failure: Option<String> = None;
+        let mut last_status = String::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|detail| detail.message) {
+                        failure.get_or_insert(detail);
+                    }
+                    if let Some(status) = info.status {
+                        last_status = status;
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => {
+                    failure.get_or_insert(error);
+                }
+                Err(error) => {
+                    failure.get_or_insert(describe(&error));
+                }
+            }
+        }
+        if let Some(message) = failure {
+            return Err(DockerError::Pull {
+                image: image.to_string(),
+                message,
+            });
+        }
+        let pulled = image.name_and_tag();
+        let inspected = self.docker.inspect_image(&pulled).await.map_err(|e| DockerError::Api {
+            what: format!("inspect image {pulled}"),
+            message: describe(&e),
+        })?;
+        let id = inspected.id.unwrap_or_default();
+        info!(image = %image, image_id = %short_id(&id), status = %last_status, "pulled");
+        Ok(id)
+    }
+
+    /// Pulls `image` and brings every matching container onto it.
+    pub async fn refresh_image(&self, image: &ImageReference) -> Result<DockerOutcome, DockerError> {
+        let image_id = self.pull(image).await?;
+        let mut outcome = DockerOutcome {
+            image_id: image_id.clone(),
+            ..DockerOutcome::default()
+        };
+        let mut failures = Vec::new();
+        for container in self.containers_of(image).await? {
+            let name = container_name(&container);
+            if container.image.as_deref() == Some(image_id.as_str()) {
+                debug!(container = %name, "already on the pulled image");
+                outcome.up_to_date.push(name);
+                continue;
+            }
+            let result = match self.config.mode {
+                DockerMode::Recreate => self.recreate(&container, &mut outcome).await,
+                DockerMode::Remove => self.remove(&name).await,
+            };
+            match (result, self.config.mode) {
+                (Ok(()), DockerMode::Recreate) => outcome.recreated.push(name),
+                (Ok(()), DockerMode::Remove) => outcome.removed.push(name),
+                (Err(failure), _) => {
+                    warn!(container = %failure.container, step = failure.step, error = %failure.message, rollback = %failure.rollback, "container not refreshed");
+                    failures.push(failure);
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(outcome)
+        } else {
+            Err(DockerError::Containers {
+                image: image.to_string(),
+                failures,
+                done: Box::new(outcome),
+            })
+        }
+    }
+
+    /// Every container (running or not) whose configured image is `image`, after the filter,
+    /// inspected. Containers parked aside by an interrupted recreate are never included.
+    pub async fn containers_of(&self, image: &ImageReference) -> Result<Vec<ContainerInspectResponse>, DockerError> {
+        let mut filters: HashMap<&str, Vec<String>> = HashMap::new();
+        if let Some((key, value)) = &self.config.filter.label {
+            filters.insert("label", vec![format!("{key}={value}")]);
+        }
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| DockerError::Api {
+                what: "list containers".into(),
+                message: describe(&e),
+            })?;
+        let mut matching = Vec::new();
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            let name = summary
+                .names
+                .as_ref()
+                .and_then(|names| names.first())
+                .map(|name| name.trim_start_matches('/').to_owned())
+                .unwrap_or_default();
+            if name.contains(ASIDE_MARK) || name.contains(NEW_MARK) {
+                continue;
+            }
+            if !self.config.filter.matches(&name, summary.labels.as_ref()) {
+                continue;
+            }
+            let inspected = match self.docker.inspect_container(&id, None).await {
+                Ok(inspected) => inspected,
+                // Removed between the list and the inspect: nothing to refresh.
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => continue,
+                Err(e) => {
+                    return Err(DockerError::Api {
+                        what: format!("inspect container {name}"),
+                        message: describe(&e),
+                    });
+                }
+            };
+            // `Config.Image` is the reference as the container was created with (the list's
+            // `Image` turns into an ID once the tag moves), normalised before comparing.
+            let configured = inspected
+                .config
+                .as_ref()
+                .and_then(|config| config.image.as_deref())
+                .and_then(|configured| configured.parse::<ImageReference>().ok());
+            if configured.as_ref() == Some(image) {
+                matching.push(inspected);
+            }
+        }
+        Ok(matching)
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), ContainerFailure> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        self.docker
+            .remove_container(name, Some(options))
+            .await
+            .map_err(|e| ContainerFailure {
+                container: name.to_owned(),
+                step: "remove",
+                message: describe(&e),
+                rollback: "nothing to roll back".into(),
+            })?;
+        info!(container = %name, "removed for re-provisioning");
+        Ok(())
+    }
+
+    /// create new (parked name) -> stop old -> rename old aside -> rename new -> start new ->
+    /// remove old. Any failure from the stop on removes the new container, gives the old one its
+    /// name back and starts it if it was running.
+    async fn recreate(
+        &self,
+        old: &ContainerInspectResponse,
+        outcome: &mut DockerOutcome,
+    ) -> Result<(), ContainerFailure> {
+        let name = container_name(old);
+        let old_id = old.id.clone().unwrap_or_default();
+        let was_running = old.state.as_ref().and_then(|state| state.running).unwrap_or(false);
+        let failure = |step: &'static str, message: String, rollback: String| ContainerFailure {
+            container: name.clone(),
+            step,
+            message,
+            rollback,
+        };
+        let image_config = match old.image.as_deref() {
+            Some(id) => self.docker.inspect_image(id).await.ok().and_then(|image| image.config),
+            None => None,
+        };
+        if image_config.is_none() {
+            warn!(container = %name, "old image not inspectable; copying its configuration whole");
+        }
+        let (body, extra_networks) = create_body(old, image_config.as_ref());
+        let new_name = format!("{name}{NEW_MARK}{}", short_id(&old_id));
+        // A leftover of an interrupted attempt on this very container is ours to replace.
+        let _ = self
+            .docker
+            .remove_container(
+                &new_name,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await;
+        let created = self
+            .docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(&new_name).build()), body)
+            .await
+            .map_err(|e| failure("create", describe(&e), "the old container was not touched".into()))?;
+        let new_id = created.id;
+        for warning in created.warnings {
+            warn!(container = %name, warning = %warning, "engine warning on create");
+        }
+        for (network, endpoint) in extra_networks {
+            let request = NetworkConnectRequest {
+                container: new_id.clone(),
+                endpoint_config: Some(endpoint),
+            };
+            if let Err(e) = self.docker.connect_network(&network, request).await {
+                let rollback = self.discard(&new_id).await;
+                return Err(failure(
+                    "connect network",
+                    format!("{network}: {}", describe(&e)),
+                    rollback,
+                ));
+            }
+        }
+
+        let aside = format!("{name}{ASIDE_MARK}{}", short_id(&old_id));
+        if was_running {
+            let seconds = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+            let stop = StopContainerOptionsBuilder::new().t(seconds).build();
+            if let Err(e) = self.docker.stop_container(&old_id, Some(stop)).await {
+                let rollback = self.roll_back(&new_id, &old_id, None, &name, was_running).await;
+                return Err(failure("stop old", describe(&e), rollback));
+            }
+        }
+        if let Err(e) = self.rename(&old_id, &aside).await {
+            let rollback = self.roll_back(&new_id, &old_id, None, &name, was_running).await;
+            return Err(failure("rename old aside", e, rollback));
+        }
+        if let Err(e) = self.rename(&new_id, &name).await {
+            let rollback = self.roll_back(&new_id, &old_id, Some(&aside), &name, was_running).await;
+            return Err(failure("rename new", e, rollback));
+        }
+        if was_running && let Err(e) = self.docker.start_container(&new_id, None).await {
+            let rollback = self.roll_back(&new_id, &old_id, Some(&aside), &name, was_running).await;
+            return Err(failure("start new", describe(&e), rollback));
+        }
+        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+        if let Err(e) = self.docker.remove_container(&old_id, Some(remove)).await {
+            let warning = format!(
+                "{name} runs the new image, but the old container {aside} could not be removed: {}",
+                describe(&e)
+            );
+            warn!(container = %name, old = %aside, error = %describe(&e), "old container left behind");
+            outcome.warnings.push(warning);
+        }
+        info!(container = %name, old_id = %short_id(&old_id), new_id = %short_id(&new_id), started = was_running, "recreated on the new image");
+        Ok(())
+    }
+
+    async fn rename(&self, container: &str, to: &str) -> Result<(), String> {
+        self.docker
+            .rename_container(container, RenameContainerOptionsBuilder::new().name(to).build())
+            .await
+            .map_err(|e| describe(&e))
+    }
+
+    async fn discard(&self, new_id: &str) -> String {
+        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.docker.remove_container(new_id, Some(remove)).await {
+            Ok(()) => "the new container was removed; the old one was not touched".into(),
+            Err(e) => format!(
+                "the half-made container {} could not be removed: {}",
+                short_id(new_id),
+                describe(&e)
+            ),
+        }
+    }
+
+    /// Puts the old container back: the new one removed, the old one renamed back (when it was
+    /// renamed) and started (when it was running). Answers what happened, for the error.
+    async fn roll_back(
+        &self,
+        new_id: &str,
+        old_id: &str,
+        renamed_to: Option<&str>,
+        name: &str,
+        was_running: bool,
+    ) -> String {
+        let mut problems = Vec::new();
+        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+        if let Err(e) = self.docker.remove_container(new_id, Some(remove)).await {
+            problems.push(format!("removing the new container: {}", describe(&e)));
+        }
+        if let Some(aside) = renamed_to
+            && let Err(e) = self.rename(old_id, name).await
+        {
+            problems.push(format!("renaming {aside} back to {name}: {e}"));
+        }
+        if was_running {
+            // Starting a running container is a no-op (304), so this also covers a stop that
+            // failed half-way.
+            match self.docker.start_container(old_id, None).await {
+                Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 304, .. }) => {}
+                Err(e) => problems.push(format!("restarting the old container: {}", describe(&e))),
+            }
+        }
+        if problems.is_empty() {
+            if was_running {
+                "rolled back: the old container runs again under its name".into()
+            } else {
+                "rolled back: the old container keeps its name".into()
+            }
+        } else {
+            format!("ROLLBACK INCOMPLETE ({})", problems.join("; "))
+        }
+    }
+}
+
+#[async_trait]
+impl Refresher for DockerRefresher {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn refresh(&self, event: &RefreshEvent) -> Result<RefreshOutcome, RefreshError> {
+        match self.refresh_image(&event.image).await {
+            Ok(outcome) => Ok(RefreshOutcome::new(outcome.summary())),
+            Err(error) => Err(RefreshError::new(error.to_string())),
+        }
+    }
+}
+
+/// The create request for a copy of `old` on whatever image its configured reference names now,
+/// plus the networks to connect after create (API < 1.44 takes one network at create).
+///
+/// Values the container only has because the OLD image set them (env, labels, cmd, entrypoint,
+/// working dir, user, ports, volumes, healthcheck, ...) are dropped, so the new image's values
+/// apply; everything set on the container itself is kept.
+pub fn create_body(
+    old: &ContainerInspectResponse,
+    image: Option<&ImageConfig>,
+) -> (ContainerCreateBody, Vec<(String, EndpointSettings)>) {
+    let config = old.config.clone().unwrap_or_default();
+    let old_id = old.id.clone().unwrap_or_default();
+    let ContainerConfig {
+        hostname,
+        domainname,
+        user,
+        attach_stdin,
+        attach_stdout,
+        attach_stderr,
+        exposed_ports,
+        tty,
+        open_stdin,
+        stdin_once,
+        env,
+        cmd,
+        healthcheck,
+        args_escaped,
+        image: configured_image,
+        volumes,
+        working_dir,
+        entrypoint,
+        network_disabled,
+        on_build,
+        labels,
+        stop_signal,
+        stop_timeout,
+        shell,
+    } = config;
+    let mut host_config = old.host_config.clone().unwrap_or_default();
+    let network_mode = host_config.network_mode.clone().unwrap_or_else(|| "default".into());
+    let shares_namespace = network_mode.starts_with("container:") || network_mode == "host";
+    // The engine's default hostname is the short container ID: let the new one get its own.
+    let hostname = hostname.filter(|h| !h.is_empty() && !old_id.starts_with(h.as_str()) && !shares_namespace);
+    let domainname = domainname.filter(|_| !shares_namespace);
+    if let Some(links) = host_config.links.as_mut() {
+        // Inspect shows `/target:/this/alias`; create wants `target:alias`.
+        for link in links.iter_mut() {
+            if let Some((target, alias)) = link.split_once(':') {
+                let alias = alias.rsplit('/').next().unwrap_or(alias);
+                *link = format!("{}:{alias}", target.trim_start_matches('/'));
+            }
+        }
+    }
+
+    let (cmd, entrypoint) = match image {
+        // The image's own command pair stays the image's own, so a new image may change it.
+        Some(image) if cmd == image.cmd && entrypoint == image.entrypoint => (None, None),
+        Some(image) if entrypoint == image.entrypoint => (cmd, None),
+        _ => (cmd, entrypoint),
+    };
+    let unless_from_image =
+        |value: Option<String>, from_image: Option<&String>| value.filter(|v| !v.is_empty() && Some(v) != from_image);
+    let body = ContainerCreateBody {
+        hostname,
+        domainname,
+        user: unless_from_image(user, image.and_then(|i| i.user.as_ref())),
+        attach_stdin,
+        attach_stdout,
+        attach_stderr,
+        exposed_ports: without(exposed_ports, image.and_then(|i| i.exposed_ports.as_ref())),
+        tty,
+        open_stdin,
+        stdin_once,
+        env: without(env, image.and_then(|i| i.env.as_ref())),
+        cmd,
+        healthcheck: healthcheck.filter(|h| Some(h) != image.and_then(|i| i.healthcheck.as_ref())),
+        args_escaped,
+        image: configured_image,
+        volumes: without(volumes, image.and_then(|i| i.volumes.as_ref())),
+        working_dir: unless_from_image(working_dir, image.and_then(|i| i.working_dir.as_ref())),
+        entrypoint,
+        network_disabled,
+        on_build: on_build.filter(|o| Some(o) != image.and_then(|i| i.on_build.as_ref())),
+        labels: labels.map(|labels| {
+            let from_image = image.and_then(|i| i.labels.as_ref());
+            labels
+                .into_iter()
+                .filter(|(key, value)| from_image.and_then(|l| l.get(key)) != Some(value))
+                .collect()
+        }),
+        stop_signal: unless_from_image(stop_signal, image.and_then(|i| i.stop_signal.as_ref())),
+        stop_timeout,
+        shell: shell.filter(|s| Some(s) != image.and_then(|i| i.shell.as_ref())),
+        host_config: Some(host_config),
+        networking_config: None,
+    };
+
+    let networks = old
+        .network_settings
+        .as_ref()
+        .and_then(|settings| settings.networks.clone())
+        .unwrap_or_default();
+    let primary = if network_mode == "default" {
+        "bridge".to_owned()
+    } else {
+        network_mode.clone()
+    };
+    let mut body = body;
+    let mut extra = Vec::new();
+    let mut names: Vec<&String> = networks.keys().collect();
+    names.sort();
+    for network in names {
+        let endpoint = copied_endpoint(&networks[network], &old_id);
+        if *network == primary {
+            if !matches!(network.as_str(), "bridge" | "host" | "none") && !shares_namespace {
+                body.networking_config = Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(network.clone(), endpoint)])),
+                });
+            }
+        } else if !shares_namespace {
+            extra.push((network.clone(), endpoint));
+        }
+    }
+    (body, extra)
+}
+
+/// The parts of an endpoint that were configured, not assigned at run time.
+fn copied_endpoint(endpoint: &EndpointSettings, old_id: &str) -> EndpointSettings {
+    EndpointSettings {
+        ipam_config: endpoint.ipam_config.clone(),
+        links: endpoint.links.clone(),
+        aliases: endpoint.aliases.as_ref().map(|aliases| {
+            aliases
+                .iter()
+                .filter(|alias| !old_id.starts_with(alias.as_str()))
+                .cloned()
+                .collect()
+        }),
+        driver_opts: endpoint.driver_opts.clone(),
+        ..EndpointSettings::default()
+    }
+}
+
+fn without(values: Option<Vec<String>>, from_image: Option<&Vec<String>>) -> Option<Vec<String>> {
+    let values = values?;
+    let kept: Vec<String> = values
+        .into_iter()
+        .filter(|value| from_image.is_none_or(|image| !image.contains(value)))
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
+fn container_name(container: &ContainerInspectResponse) -> String {
+    container
+        .name
+        .as_deref()
+        .map(|name| name.trim_start_matches('/').to_owned())
+        .or_else(|| container.id.as_deref().map(|id| short_id(id).to_owned()))
+        .unwrap_or_default()
+}
+
+fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "0".into()
+    } else {
+        format!("{} ({})", names.len(), names.join(", "))
+    }
+}
+
+/// A bollard error in one line, without bollard's `Debug`.
+fn describe(error: &BollardError) -> String {
+    match error {
+        BollardError::DockerResponseServerError { status_code, message } => format!("HTTP {status_code}: {message}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerState, HostConfig, NetworkSettings};
+    use rstest::rstest;
+
+    fn strings(values: &[&str]) -> Option<Vec<String>> {
+        Some(values.iter().map(|v| (*v).to_owned()).collect())
+    }
+
+    fn old_container() -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            id: Some("0123456789abcdef0123".into()),
+            name: Some("/ws-one".into()),
+            image: Some("sha256:aaaa".into()),
+            state: Some(ContainerState {
+                running: Some(true),
+                ..ContainerState::default()
+            }),
+            config: Some(ContainerConfig {
+                hostname: Some("0123456789ab".into()),
+                image: Some("127.0.0.1:5000/org/app:latest".into()),
+                env: strings(&["PATH=/bin", "IMAGEWATCH_TEST_VERSION=1", "MINE=yes"]),
+                cmd: strings(&["/bin/busybox", "sleep", "3600"]),
+                labels: Some(HashMap::from([
+                    ("org.opencontainers.image.version".to_owned(), "1".to_owned()),
+                    ("team".to_owned(), "blue".to_owned()),
+                ])),
+                ..ContainerConfig::default()
+            }),
+            host_config: Some(HostConfig {
+                network_mode: Some("appnet".into()),
+                links: strings(&["/db:/ws-one/database"]),
+                ..HostConfig::default()
+            }),
+            network_settings: Some(NetworkSettings {
+                networks: Some(HashMap::from([
+                    (
+                        "appnet".to_owned(),
+                        EndpointSettings {
+                            aliases: strings(&["0123456789ab", "app"]),
+                            ip_address: Some("172.30.0.2".into()),
+                            ..EndpointSettings::default()
+                        },
+                    ),
+                    ("other".to_owned(), EndpointSettings::default()),
+                ])),
+                ..NetworkSettings::default()
+            }),
+            ..ContainerInspectResponse::default()
+        }
+    }
+
+    fn old_image() -> ImageConfig {
+        ImageConfig {
+            env: strings(&["PATH=/bin", "IMAGEWATCH_TEST_VERSION=1"]),
+            cmd: strings(&["/bin/busybox", "sleep", "3600"]),
+            labels: Some(HashMap::from([(
+                "org.opencontainers.image.version".to_owned(),
+                "1".to_owned(),
+            )])),
+            ..ImageConfig::default()
+        }
+    }
+
+    #[test]
+    fn copy_keeps_what_the_container_set_and_drops_what_the_old_image_set() {
+        let (body, extra) = create_body(&old_container(), Some(&old_image()));
+        assert_eq!(body.image.as_deref(), Some("127.0.0.1:5000/org/app:latest"));
+        assert_eq!(body.env, strings(&["MINE=yes"]));
+        assert_eq!(body.cmd, None, "the image's own command stays the image's");
+        assert_eq!(
+            body.labels,
+            Some(HashMap::from([("team".to_owned(), "blue".to_owned())]))
+        );
+        assert_eq!(body.hostname, None, "the default hostname is the old ID");
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.links, strings(&["db:database"]));
+        let endpoints = body
+            .networking_config
+            .and_then(|n| n.endpoints_config)
+            .expect("primary network");
+        let appnet = &endpoints["appnet"];
+        assert_eq!(appnet.aliases, strings(&["app"]));
+        assert_eq!(appnet.ip_address, None, "run-time address not copied");
+        assert_eq!(extra.len(), 1);
+        assert_eq!(extra[0].0, "other");
+    }
+
+    #[test]
+    fn without_the_old_image_everything_is_copied() {
+        let (body, _) = create_body(&old_container(), None);
+        assert_eq!(
+            body.env,
+            strings(&["PATH=/bin", "IMAGEWATCH_TEST_VERSION=1", "MINE=yes"])
+        );
+        assert_eq!(body.cmd, strings(&["/bin/busybox", "sleep", "3600"]));
+    }
+
+    #[test]
+    fn overridden_command_is_kept() {
+        let mut old = old_container();
+        if let Some(config) = old.config.as_mut() {
+            config.cmd = strings(&["/bin/busybox", "sleep", "99"]);
+        }
+        let (body, _) = create_body(&old, Some(&old_image()));
+        assert_eq!(body.cmd, strings(&["/bin/busybox", "sleep", "99"]));
+    }
+
+    #[rstest]
+    #[case::no_filter(None, None, "anything", &[], true)]
+    #[case::prefix_match(Some("ws-"), None, "ws-1", &[], true)]
+    #[case::prefix_miss(Some("ws-"), None, "db", &[], false)]
+    #[case::label_match(None, Some(("role", "ws")), "x", &[("role", "ws")], true)]
+    #[case::label_other_value(None, Some(("role", "ws")), "x", &[("role", "db")], false)]
+    #[case::label_missing(None, Some(("role", "ws")), "x", &[], false)]
+    fn filter_narrows_by_name_prefix_and_label(
+        #[case] prefix: Option<&str>,
+        #[case] label: Option<(&str, &str)>,
+        #[case] name: &str,
+        #[case] labels: &[(&str, &str)],
+        #[case] expected: bool,
+    ) {
+        let filter = ContainerFilter {
+            name_prefix: prefix.map(str::to_owned),
+            label: label.map(|(k, v)| (k.to_owned(), v.to_owned())),
+        };
+        let labels: HashMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(filter.matches(name, Some(&labels)), expected);
+    }
+
+    #[rstest]
+    #[case("role=ws", Some(("role", "ws")))]
+    #[case("a=b=c", Some(("a", "b=c")))]
+    #[case("novalue", None)]
+    #[case("=x", None)]
+    fn label_filter_parses(#[case] input: &str, #[case] expected: Option<(&str, &str)>) {
+        assert_eq!(
+            ContainerFilter::parse_label(input).ok(),
+            expected.map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_a_clear_error() {
+        let config = DockerConfig {
+            endpoint: Some("unix:///nonexistent/docker.sock".into()),
+            ..DockerConfig::default()
+        };
+        let error = DockerRefresher::connect(config, Arc::new(crate::AnonymousPulls))
+            .await
+            .expect_err("no engine there");
+        let message = error.to_string();
+        assert!(
+            message.contains("Docker Engine not reachable at unix:///nonexistent/docker.sock"),
+            "{message}"
+        );
+    }
+}

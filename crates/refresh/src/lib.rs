@@ -1,0 +1,22 @@
+//! Refreshers: what happens when the watcher sees a digest move. Each implements
+//! `watcher::Refresher`:
+//! - [`docker`]: pull through the Docker Engine with the host's credentials, then recreate (or
+//!   remove) the containers configured with the image, never leaving a service down;
+//! - [`webhook`]: POST the event as JSON, optionally HMAC-signed, with bounded retries;
+//! - [`exec`]: run a command with the event in environment variables.
+//!
+//! Architecture invariant: no auth crate here. Pull credentials come through
+//! [`EngineAuthSource`], which the CLI backs with its per-host providers.
+
+pub mod docker;
+pub mod engine_auth;
+pub mod exec;
+pub mod webhook;
+
+pub use docker::{
+    ContainerFailure, ContainerFilter, DEFAULT_DOCKER_SOCKET, DockerConfig, DockerError, DockerMode, DockerOutcome,
+    DockerRefresher,
+};
+pub use engine_auth::{AnonymousPulls, EngineAuthSource, ProviderEngineAuth, StaticEngineAuth};
+pub use exec::{ExecConfig, ExecError, ExecRefresher};
+pub use webhook::{WebhookConfig, WebhookError, WebhookRefresher};
