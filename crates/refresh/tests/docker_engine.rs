@@ -1,0 +1,384 @@
+//! The Docker refresher against the REAL Docker daemon of this machine and a REAL registry with
+//! htpasswd auth on 127.0.0.1 (plain http, which the daemon allows for loopback): busybox images
+//! built by test-support, pushed by skopeo, pulled by the daemon with our `X-Registry-Auth`.
+//!
+//! Every container, network and image a test creates carries a per-run name and is removed when
+//! the test ends, passing or failing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
+};
+use refresh::{ContainerFilter, DockerConfig, DockerError, DockerMode, DockerRefresher, StaticEngineAuth};
+use registry_core::{Credentials, Digest, ImageReference};
+use test_support::{ImageSpec, ManifestFormat, Registry, RegistryConfig, RegistryTls, WorkDir, build_image, skopeo};
+use watcher::{RefreshEvent, Refresher};
+
+const USER: &str = "alice";
+/// Chosen so that the STANDARD base64 of bollard's auth JSON holds `+` or `/` (asserted below):
+/// the engine decodes base64url and would silently pull anonymously without our fix.
+const PASSWORD: &str = "p?>?>?>~~~w0rd";
+
+struct Fixture {
+    wd: WorkDir,
+    /// Kept alive for the test: dropping it stops the registry.
+    _registry: Registry,
+    docker: Docker,
+    run: String,
+    network: String,
+    image: ImageReference,
+    image_ids: Mutex<Vec<String>>,
+}
+
+impl Fixture {
+    async fn new(label: &str) -> Fixture {
+        let wd = WorkDir::new(label);
+        let registry = Registry::start(&wd, RegistryConfig::htpasswd(&[(USER, PASSWORD)]));
+        let docker = Docker::connect_with_socket_defaults()
+            .expect("Docker socket at /var/run/docker.sock")
+            .negotiate_version()
+            .await
+            .expect("Docker Engine answers");
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let run = format!("{}-{}-{nanos}", label, std::process::id());
+        let network = format!("imagewatch-test-{run}");
+        docker
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                // No route off the machine: the containers only sleep.
+                internal: Some(true),
+                ..NetworkCreateRequest::default()
+            })
+            .await
+            .expect("network created");
+        let image = registry
+            .image_ref("imagewatch-test/workspace", "latest")
+            .parse()
+            .expect("reference");
+        Fixture {
+            wd,
+            _registry: registry,
+            docker,
+            run,
+            network,
+            image,
+            image_ids: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Builds the busybox image of `spec` and pushes it with the right credentials.
+    fn push(&self, spec: &ImageSpec) -> String {
+        let layout = build_image(&self.wd, spec);
+        skopeo::push(
+            &layout,
+            &self.image.to_string(),
+            ManifestFormat::Oci,
+            Some((USER, PASSWORD)),
+            &RegistryTls::Plain,
+        )
+    }
+
+    fn name(&self, prefix: &str) -> String {
+        format!("{prefix}{}", self.run)
+    }
+
+    async fn refresher(&self, password: &str, mode: DockerMode, name_prefix: &str) -> DockerRefresher {
+        let auth = StaticEngineAuth::new().with(self.image.host().clone(), Credentials::basic(USER, password));
+        let config = DockerConfig {
+            mode,
+            filter: ContainerFilter {
+                name_prefix: Some(name_prefix.to_owned()),
+                label: None,
+            },
+            // busybox `sleep` as PID 1 ignores SIGTERM: do not wait the default 10 s for it.
+            stop_timeout: Duration::from_secs(1),
+            ..DockerConfig::default()
+        };
+        DockerRefresher::connect(config, Arc::new(auth)).await.expect("engine")
+    }
+
+    async fn pull(&self, refresher: &DockerRefresher) -> String {
+        let id = refresher.pull(&self.image).await.expect("pulled");
+        self.image_ids.lock().expect("lock").push(id.clone());
+        id
+    }
+
+    /// Creates and starts a container of the image with its own env, label, command, network
+    /// alias and restart policy: the configuration a recreate must keep.
+    async fn run_container(&self, name: &str) -> String {
+        let body = ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            env: Some(vec!["MINE=yes".into()]),
+            labels: Some(HashMap::from([("team".to_owned(), "blue".to_owned())])),
+            cmd: Some(vec!["/bin/busybox".into(), "sleep".into(), "1234".into()]),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.network.clone()),
+                ..HostConfig::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec!["app-alias".into()]),
+                        ..EndpointSettings::default()
+                    },
+                )])),
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(name).build()), body)
+            .await
+            .expect("container created");
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .expect("container started");
+        created.id
+    }
+
+    async fn inspect(&self, name: &str) -> ContainerInspectResponse {
+        self.docker.inspect_container(name, None).await.expect("inspect")
+    }
+
+    async fn names(&self) -> Vec<String> {
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let mut names: Vec<String> = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .expect("list")
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .filter(|n| n.contains(&self.run))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let docker = self.docker.clone();
+        let run = self.run.clone();
+        let network = self.network.clone();
+        let image = self.image.to_string();
+        let ids = self.image_ids.lock().map(|ids| ids.clone()).unwrap_or_default();
+        // Drop cannot await: clean up on a thread with its own runtime.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                let options = ListContainersOptionsBuilder::new().all(true).build();
+                for container in docker.list_containers(Some(options)).await.unwrap_or_default() {
+                    let ours = container.names.iter().flatten().any(|name| name.contains(&run));
+                    if let (true, Some(id)) = (ours, container.id) {
+                        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+                        let _ = docker.remove_container(&id, Some(remove)).await;
+                    }
+                }
+                let _ = docker.remove_network(&network).await;
+                for name in std::iter::once(image).chain(ids) {
+                    let remove = RemoveImageOptionsBuilder::new().force(true).build();
+                    let _ = docker.remove_image(&name, Some(remove), None).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn env_of(container: &ContainerInspectResponse) -> Vec<String> {
+    container
+        .config
+        .as_ref()
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+}
+
+fn running(container: &ContainerInspectResponse) -> bool {
+    container.state.as_ref().and_then(|s| s.running).unwrap_or(false)
+}
+
+#[test]
+fn the_test_password_exercises_the_base64url_fix() {
+    let json = serde_json::to_string(&DockerCredentials {
+        username: Some(USER.into()),
+        password: Some(PASSWORD.into()),
+        serveraddress: Some("127.0.0.1:5000".into()),
+        ..DockerCredentials::default()
+    })
+    .expect("json");
+    let standard = base64::engine::general_purpose::STANDARD.encode(json);
+    assert!(standard.contains(['+', '/']), "{standard}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_moves_the_container_to_the_new_image_keeping_name_and_config() {
+    let fx = Fixture::new("docker-recreate").await;
+    fx.push(&ImageSpec::busybox("1"));
+    let refresher = fx.refresher(PASSWORD, DockerMode::Recreate, "ws-test-").await;
+    let v1 = fx.pull(&refresher).await;
+    let name = fx.name("ws-test-");
+    let bystander = fx.name("other-");
+    let old_id = fx.run_container(&name).await;
+    fx.run_container(&bystander).await;
+
+    let v2_digest = fx.push(&ImageSpec::busybox("2"));
+    let event = RefreshEvent::new(
+        fx.image.clone(),
+        Some("workspace".into()),
+        format!("sha256:{}", "0".repeat(64)).parse().expect("digest"),
+        v2_digest.parse::<Digest>().expect("digest"),
+        SystemTime::now(),
+    );
+    let outcome = refresher.refresh(&event).await.expect("refreshed");
+    assert!(
+        outcome.summary().contains(&format!("recreated 1 ({name})")),
+        "{outcome}"
+    );
+
+    let new = fx.inspect(&name).await;
+    let v2 = new.image.clone().expect("image id");
+    fx.image_ids.lock().expect("lock").push(v2.clone());
+    assert_ne!(v2, v1, "the container runs the new image");
+    assert_ne!(new.id.as_deref(), Some(old_id.as_str()), "a new container");
+    assert!(running(&new));
+    let config = new.config.clone().expect("config");
+    assert_eq!(config.image.as_deref(), Some(fx.image.to_string().as_str()));
+    assert_eq!(
+        config.cmd,
+        Some(vec!["/bin/busybox".into(), "sleep".into(), "1234".into()])
+    );
+    let env = env_of(&new);
+    assert!(env.contains(&"MINE=yes".to_owned()), "{env:?}");
+    assert!(
+        env.contains(&"IMAGEWATCH_TEST_VERSION=2".to_owned()),
+        "the new image's env wins over the old image's: {env:?}"
+    );
+    let labels = config.labels.unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("blue"));
+    assert_eq!(
+        labels.get("org.opencontainers.image.version").map(String::as_str),
+        Some("2")
+    );
+    let aliases = new
+        .network_settings
+        .and_then(|s| s.networks)
+        .and_then(|n| n.get(&fx.network).cloned())
+        .and_then(|e| e.aliases)
+        .unwrap_or_default();
+    assert!(aliases.contains(&"app-alias".to_owned()), "{aliases:?}");
+
+    assert_eq!(fx.names().await, {
+        let mut expected = vec![bystander.clone(), name.clone()];
+        expected.sort();
+        expected
+    });
+    let untouched = fx.inspect(&bystander).await;
+    assert_eq!(untouched.image.as_deref(), Some(v1.as_str()), "outside the name filter");
+
+    // A second refresh of the same move is a no-op: already current.
+    let again = refresher.refresh_image(&fx.image).await.expect("refreshed");
+    assert_eq!((again.recreated.len(), again.up_to_date.len()), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_pull_leaves_the_old_container_running() {
+    let fx = Fixture::new("docker-bad-pull").await;
+    fx.push(&ImageSpec::busybox("1"));
+    let good = fx.refresher(PASSWORD, DockerMode::Recreate, "ws-test-").await;
+    let v1 = fx.pull(&good).await;
+    let name = fx.name("ws-test-");
+    let old_id = fx.run_container(&name).await;
+    fx.push(&ImageSpec::busybox("2"));
+
+    let wrong = fx.refresher("not-the-password", DockerMode::Recreate, "ws-test-").await;
+    let error = wrong.refresh_image(&fx.image).await.expect_err("pull refused");
+    assert!(matches!(error, DockerError::Pull { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(!message.contains("not-the-password"), "{message}");
+
+    let container = fx.inspect(&name).await;
+    assert_eq!(container.id.as_deref(), Some(old_id.as_str()));
+    assert!(running(&container));
+    assert_eq!(container.image.as_deref(), Some(v1.as_str()));
+    let local = fx.docker.inspect_image(&fx.image.to_string()).await.expect("image");
+    assert_eq!(local.id.as_deref(), Some(v1.as_str()), "nothing new was pulled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_container_that_cannot_start_is_rolled_back_to_the_old_one() {
+    let fx = Fixture::new("docker-rollback").await;
+    fx.push(&ImageSpec::busybox("1"));
+    let refresher = fx.refresher(PASSWORD, DockerMode::Recreate, "ws-test-").await;
+    let v1 = fx.pull(&refresher).await;
+    let name = fx.name("ws-test-");
+    // This container keeps the image's own command, so the new image's broken one applies.
+    let body = ContainerCreateBody {
+        image: Some(fx.image.to_string()),
+        ..ContainerCreateBody::default()
+    };
+    let created = fx
+        .docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+        .await
+        .expect("created");
+    fx.docker.start_container(&created.id, None).await.expect("started");
+    fx.push(&ImageSpec::busybox("2").cmd(&["/bin/does-not-exist"]));
+
+    let error = refresher.refresh_image(&fx.image).await.expect_err("start fails");
+    let DockerError::Containers { failures, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].step, "start new", "{error}");
+    assert!(failures[0].rollback.starts_with("rolled back"), "{error}");
+    // The broken v2 was pulled: register it for clean-up.
+    if let Ok(image) = fx.docker.inspect_image(&fx.image.to_string()).await {
+        fx.image_ids.lock().expect("lock").extend(image.id);
+    }
+
+    let container = fx.inspect(&name).await;
+    assert_eq!(
+        container.id.as_deref(),
+        Some(created.id.as_str()),
+        "the old container is back"
+    );
+    assert!(running(&container), "and running");
+    assert_eq!(container.image.as_deref(), Some(v1.as_str()));
+    assert_eq!(fx.names().await, vec![name.clone()], "nothing half-made left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_mode_removes_matching_containers_for_the_platform_to_reprovision() {
+    let fx = Fixture::new("docker-remove").await;
+    fx.push(&ImageSpec::busybox("1"));
+    let refresher = fx.refresher(PASSWORD, DockerMode::Remove, "ws-test-").await;
+    fx.pull(&refresher).await;
+    let name = fx.name("ws-test-");
+    let bystander = fx.name("other-");
+    fx.run_container(&name).await;
+    fx.run_container(&bystander).await;
+    fx.push(&ImageSpec::busybox("2"));
+
+    let outcome = refresher.refresh_image(&fx.image).await.expect("refreshed");
+    fx.image_ids.lock().expect("lock").push(outcome.image_id.clone());
+    assert_eq!(outcome.removed, vec![name.clone()]);
+    assert_eq!(fx.names().await, vec![bystander]);
+}
