@@ -1,19 +1,5 @@
-//! Where credentials come from, separate from how they are used: a `Keychain` answers "what
-//! credentials do I hold for this host?". No credentials is `Ok(None)` — anonymous — never an
-//! error by itself.
-//!
-//! The sources, each a `Keychain`:
-//! - [`StaticKeychain::ghcr_from_env`]: `GHCR_USER`/`GHCR_TOKEN`, for the GHCR provider's host.
-//! - [`StaticKeychain::registry_from_env`]: the generic per-host source for every other
-//!   registry. `IMAGEWATCH_REGISTRY_USER` and `IMAGEWATCH_REGISTRY_PASSWORD` (both or
-//!   neither) are credentials for ONE host: `IMAGEWATCH_REGISTRY_HOST` when set, else the host
-//!   of the configured prefix (`MOLECULE_IMAGE_REGISTRY`). They never go to any other host.
-//! - [`DockerConfigKeychain`]: Docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
-//!   `~/.docker/config.json`): `auths`, `credHelpers` and `credsStore`, the helpers run as
-//!   `docker-credential-<name> get`. A missing file means no credentials; a malformed one is an
-//!   error naming the path.
-//!
-//! Reading never logs a secret; errors name the host, the source and what is wrong.
+//! Docker's `config.json` as a credential source: `auths`, `credHelpers` and `credsStore`,
+//! looked up the way the Docker CLI looks them up.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,127 +13,12 @@ use base64::Engine as _;
 use crate::host::RegistryHost;
 use crate::secret::{Credentials, Secret};
 
-/// Environment variables GHCR credentials are read from, as the platform always has.
-pub const GHCR_USER_ENV: &str = "GHCR_USER";
-pub const GHCR_TOKEN_ENV: &str = "GHCR_TOKEN";
-/// The generic per-host source: a user name and a password or token ...
-pub const REGISTRY_USER_ENV: &str = "IMAGEWATCH_REGISTRY_USER";
-pub const REGISTRY_PASSWORD_ENV: &str = "IMAGEWATCH_REGISTRY_PASSWORD";
-/// ... for this host, else for the host of the configured prefix.
-pub const REGISTRY_HOST_ENV: &str = "IMAGEWATCH_REGISTRY_HOST";
+use super::{Keychain, KeychainError};
+
 /// Where Docker's `config.json` lives when set (the directory, as Docker reads it).
 pub const DOCKER_CONFIG_ENV: &str = "DOCKER_CONFIG";
 /// How long a credential helper may take to answer.
 pub const CREDENTIAL_HELPER_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Why a credential source failed (unreadable file, failing helper). Never carries a secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("credentials for {host} from {source_name}: {message}")]
-pub struct KeychainError {
-    pub host: String,
-    pub source_name: String,
-    pub message: String,
-}
-
-/// A source of credentials per registry host.
-pub trait Keychain: Send + Sync + fmt::Debug {
-    fn credentials(&self, host: &RegistryHost) -> Result<Option<Credentials>, KeychainError>;
-}
-
-/// Fixed credentials for one host: `GHCR_USER`/`GHCR_TOKEN` for the GHCR host, or whatever
-/// the operator configured for a host.
-#[derive(Clone, Debug)]
-pub struct StaticKeychain {
-    host: RegistryHost,
-    credentials: Credentials,
-}
-
-impl StaticKeychain {
-    pub fn new(host: RegistryHost, credentials: Credentials) -> StaticKeychain {
-        StaticKeychain { host, credentials }
-    }
-
-    /// `GHCR_USER`/`GHCR_TOKEN` for `host`, when both are set and non-empty.
-    pub fn ghcr_from_env(host: RegistryHost) -> Option<StaticKeychain> {
-        let user = std::env::var(GHCR_USER_ENV).ok().filter(|v| !v.trim().is_empty())?;
-        let token = std::env::var(GHCR_TOKEN_ENV).ok().filter(|v| !v.trim().is_empty())?;
-        Some(StaticKeychain::new(host, Credentials::basic(user.trim(), token.trim())))
-    }
-
-    /// The generic per-host source from the process environment; see the module doc.
-    pub fn registry_from_env(prefix_host: &RegistryHost) -> Result<Option<StaticKeychain>, KeychainError> {
-        Self::registry_from_vars(prefix_host, |name| std::env::var(name).ok())
-    }
-
-    /// [`StaticKeychain::registry_from_env`] over any variable lookup. Blank counts as unset;
-    /// only one of user and password set is an error, as is an invalid host.
-    pub fn registry_from_vars(
-        prefix_host: &RegistryHost,
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<StaticKeychain>, KeychainError> {
-        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let host = match get(REGISTRY_HOST_ENV) {
-            Some(value) => value.parse::<RegistryHost>().map_err(|e| KeychainError {
-                host: value.clone(),
-                source_name: REGISTRY_HOST_ENV.into(),
-                message: e.to_string(),
-            })?,
-            None => prefix_host.clone(),
-        };
-        match (get(REGISTRY_USER_ENV), get(REGISTRY_PASSWORD_ENV)) {
-            (Some(user), Some(password)) => Ok(Some(StaticKeychain::new(host, Credentials::basic(user, password)))),
-            (None, None) => Ok(None),
-            (user, _) => Err(KeychainError {
-                host: host.to_string(),
-                source_name: "the environment".into(),
-                message: format!(
-                    "{} is set but {} is not; set both or neither",
-                    if user.is_some() {
-                        REGISTRY_USER_ENV
-                    } else {
-                        REGISTRY_PASSWORD_ENV
-                    },
-                    if user.is_some() {
-                        REGISTRY_PASSWORD_ENV
-                    } else {
-                        REGISTRY_USER_ENV
-                    },
-                ),
-            }),
-        }
-    }
-
-    pub fn host(&self) -> &RegistryHost {
-        &self.host
-    }
-}
-
-impl Keychain for StaticKeychain {
-    fn credentials(&self, host: &RegistryHost) -> Result<Option<Credentials>, KeychainError> {
-        Ok((host == &self.host).then(|| self.credentials.clone()))
-    }
-}
-
-/// Several sources asked in order; the first that knows the host wins.
-#[derive(Debug, Default)]
-pub struct KeychainChain(Vec<Box<dyn Keychain>>);
-
-impl KeychainChain {
-    pub fn push(&mut self, keychain: impl Keychain + 'static) {
-        self.0.push(Box::new(keychain));
-    }
-}
-
-impl Keychain for KeychainChain {
-    fn credentials(&self, host: &RegistryHost) -> Result<Option<Credentials>, KeychainError> {
-        for keychain in &self.0 {
-            if let Some(credentials) = keychain.credentials(host)? {
-                return Ok(Some(credentials));
-            }
-        }
-        Ok(None)
-    }
-}
 
 /// Docker's `config.json`, read once when built; credential helpers run at each lookup (their
 /// answers may rotate, e.g. the ECR helper's).
@@ -434,7 +305,6 @@ fn key_matches(key: &str, host: &RegistryHost) -> bool {
     let authority = bare.split('/').next().unwrap_or("");
     authority.parse::<RegistryHost>().is_ok_and(|parsed| &parsed == host)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,97 +521,5 @@ mod tests {
     fn config_path_follows_docker(#[case] vars: &[(&str, &str)], #[case] expected: &str) {
         let lookup = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
         assert_eq!(DockerConfigKeychain::path_from_vars(lookup), PathBuf::from(expected));
-    }
-
-    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
-    }
-
-    #[test]
-    fn registry_env_credentials_apply_to_the_prefix_host_only() {
-        let prefix = host("registry.example.com:5443");
-        let keychain = StaticKeychain::registry_from_vars(
-            &prefix,
-            vars(&[
-                ("IMAGEWATCH_REGISTRY_USER", "bot"),
-                ("IMAGEWATCH_REGISTRY_PASSWORD", "pw"),
-            ]),
-        )
-        .expect("valid")
-        .expect("configured");
-        assert_eq!(keychain.host(), &prefix);
-        assert_eq!(
-            basic(keychain.credentials(&prefix).expect("ok")),
-            Some(("bot".into(), "pw".into()))
-        );
-        assert_eq!(keychain.credentials(&host("ghcr.io")).expect("ok"), None);
-    }
-
-    #[test]
-    fn registry_env_host_overrides_the_prefix_host() {
-        let keychain = StaticKeychain::registry_from_vars(
-            &host("ghcr.io"),
-            vars(&[
-                ("IMAGEWATCH_REGISTRY_HOST", "gitea.example.com"),
-                ("IMAGEWATCH_REGISTRY_USER", "bot"),
-                ("IMAGEWATCH_REGISTRY_PASSWORD", "pw"),
-            ]),
-        )
-        .expect("valid")
-        .expect("configured");
-        assert_eq!(keychain.host(), &host("gitea.example.com"));
-    }
-
-    #[rstest]
-    #[case::user_only(&[("IMAGEWATCH_REGISTRY_USER", "bot")], "IMAGEWATCH_REGISTRY_PASSWORD is not")]
-    #[case::password_only(&[("IMAGEWATCH_REGISTRY_PASSWORD", "pw")], "IMAGEWATCH_REGISTRY_USER is not")]
-    #[case::bad_host(&[("IMAGEWATCH_REGISTRY_HOST", "not a host")], "invalid registry host")]
-    fn half_configured_registry_env_is_an_error(
-        #[case] pairs: &'static [(&'static str, &'static str)],
-        #[case] expected: &str,
-    ) {
-        let error = StaticKeychain::registry_from_vars(&host("r.example.com"), vars(pairs))
-            .expect_err("invalid")
-            .to_string();
-        assert!(error.contains(expected), "{error}");
-        assert!(!error.contains("pw"), "{error}");
-    }
-
-    #[test]
-    fn unset_registry_env_means_no_source() {
-        assert!(
-            StaticKeychain::registry_from_vars(&host("r.example.com"), vars(&[]))
-                .expect("valid")
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn static_keychain_answers_only_its_host() {
-        let ghcr: RegistryHost = "ghcr.io".parse().expect("valid");
-        let other: RegistryHost = "quay.io".parse().expect("valid");
-        let keychain = StaticKeychain::new(ghcr.clone(), Credentials::basic("u", "p"));
-        assert_eq!(
-            keychain
-                .credentials(&ghcr)
-                .expect("ok")
-                .and_then(|c| c.username().map(str::to_owned)),
-            Some("u".into())
-        );
-        assert_eq!(keychain.credentials(&other).expect("ok"), None);
-    }
-
-    #[test]
-    fn chain_takes_the_first_source_that_knows_the_host() {
-        let host: RegistryHost = "ghcr.io".parse().expect("valid");
-        let mut chain = KeychainChain::default();
-        chain.push(StaticKeychain::new(
-            "quay.io".parse().expect("valid"),
-            Credentials::basic("q", "p"),
-        ));
-        chain.push(StaticKeychain::new(host.clone(), Credentials::basic("first", "p")));
-        chain.push(StaticKeychain::new(host.clone(), Credentials::basic("second", "p")));
-        let found = chain.credentials(&host).expect("ok").expect("found");
-        assert_eq!(found.username(), Some("first"));
     }
 }
