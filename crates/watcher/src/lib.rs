@@ -1,6 +1,7 @@
 //! The watcher: which images to watch ([`WatchSet`]), what was seen ([`StateFile`]), and when to
 //! refresh ([`Watcher`]). Digests come through the [`DigestSource`] seam and moves go out through
-//! the [`Refresher`] seam.
+//! the [`Refresher`] seam. What it knows is readable at any time from its [`StatusBoard`]; checks
+//! can be asked for now through its [`TriggerHandle`].
 //!
 //! Architecture invariant: this crate holds no auth code and no HTTP; it depends only on
 //! `registry-core`. Refreshers (Docker, webhook, command) live in the `refresh` crate.
@@ -12,6 +13,8 @@ pub mod registry_source;
 pub mod report;
 pub mod source;
 pub mod state;
+pub mod status;
+pub mod trigger;
 pub mod watch_set;
 
 pub use backoff::BackoffPolicy;
@@ -21,4 +24,6 @@ pub use registry_source::RegistrySource;
 pub use report::{ImageReport, ImageStatus, TickCounts, TickReport};
 pub use source::{CheckError, CheckErrorKind, DigestSource};
 pub use state::{LoadedState, STATE_VERSION, SetAside, StateError, StateFile};
+pub use status::{ErrorRecord, ImageState, RefreshRecord, StatusBoard, TickKind, WatcherMetrics};
+pub use trigger::{NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome};
 pub use watch_set::{WatchSet, WatchSetError, WatchedImage};

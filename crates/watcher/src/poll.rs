@@ -2,7 +2,9 @@
 //! seeds first observations, calls the refresher once per moved digest (one at a time) and
 //! keeps the old digest when a refresh fails, so the next tick retries. [`Watcher::run`] ticks
 //! at start and then every interval (with jitter) until its shutdown future resolves; an
-//! in-flight refresh finishes first and the state is saved last.
+//! in-flight refresh finishes first and the state is saved last. Between ticks it serves the
+//! checks asked for through its [`TriggerHandle`] (webhooks, `POST /check`), one pass at a time,
+//! and records every outcome on its [`StatusBoard`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,6 +21,8 @@ use crate::refresher::{RefreshEvent, Refresher};
 use crate::report::{ImageReport, ImageStatus, TickReport};
 use crate::source::{CheckError, CheckErrorKind, DigestSource};
 use crate::state::{SetAside, StateError, StateFile};
+use crate::status::{StatusBoard, TickKind};
+use crate::trigger::TriggerHandle;
 use crate::watch_set::{WatchSet, WatchedImage};
 
 /// The largest jitter fraction honoured: more would let two ticks run back to back.
@@ -71,6 +75,8 @@ pub struct Watcher {
     seen: HashMap<ImageReference, Digest>,
     dirty: bool,
     backoffs: Mutex<Backoffs>,
+    status: StatusBoard,
+    triggers: TriggerHandle,
 }
 
 enum Checked {
@@ -106,8 +112,11 @@ impl Watcher {
             seen = loaded.digests;
             state_set_aside = loaded.set_aside;
         }
+        let status = StatusBoard::new(&set, |image| seen.get(image).cloned());
         Ok(Watcher {
             backoffs: Mutex::new(Backoffs::new(config.backoff.clone())),
+            status,
+            triggers: TriggerHandle::new(set.clone()),
             set,
             source,
             refresher,
@@ -137,52 +146,106 @@ impl Watcher {
         self.state_set_aside.as_ref()
     }
 
+    /// Asks [`Watcher::run`] for checks now, from anywhere (requests coalesce per image).
+    pub fn trigger(&self) -> TriggerHandle {
+        self.triggers.clone()
+    }
+
+    /// What is known per image, and the counters, as the loop goes.
+    pub fn status(&self) -> StatusBoard {
+        self.status.clone()
+    }
+
     /// Checks every image once, refreshes moved ones and saves the state if it changed.
     pub async fn tick(&mut self) -> TickReport {
         let (_stop, stopped) = watch::channel(false);
-        self.tick_until(stopped).await
+        let images = self.set.images().to_vec();
+        self.pass(images, TickKind::Poll, stopped).await
     }
 
-    /// Ticks now, then every interval (with jitter), until `shutdown` resolves. A shutdown during
-    /// a tick abandons checks still in flight, lets a refresh in flight finish and starts no
-    /// other; the state is saved before returning.
+    /// Like [`Watcher::tick`] for some images only (references outside the watch set are
+    /// skipped): what a triggered check does.
+    pub async fn check_images(&mut self, images: &[ImageReference]) -> TickReport {
+        let (_stop, stopped) = watch::channel(false);
+        let images = self.watched(images);
+        self.pass(images, TickKind::Triggered, stopped).await
+    }
+
+    /// The watched images named, in the order named, each once.
+    fn watched(&self, references: &[ImageReference]) -> Vec<WatchedImage> {
+        let mut images: Vec<WatchedImage> = Vec::new();
+        for reference in references {
+            if let Some(image) = self.set.images().iter().find(|image| image.reference() == reference)
+                && !images.contains(image)
+            {
+                images.push(image.clone());
+            }
+        }
+        images
+    }
+
+    /// Ticks now, then every interval (with jitter), until `shutdown` resolves. Between ticks it
+    /// serves what was asked through [`Watcher::trigger`], one pass at a time: a request that
+    /// arrives during a pass waits for the next. A triggered check of some images leaves the
+    /// poll schedule alone; a triggered check of all images counts as the tick. A shutdown
+    /// during a pass abandons checks still in flight, lets a refresh in flight finish and
+    /// starts no other; the state is saved before returning.
     pub async fn run<F: Future<Output = ()>>(&mut self, shutdown: F) -> Result<(), StateError> {
         let (stop, stopped) = watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
+        let triggers = self.triggers.clone();
+        triggers.set_running(true);
         info!(
             images = self.set.len(),
             interval_secs = self.config.interval.as_secs(),
             refresher = self.refresher.name(),
             "watching"
         );
+        let mut next_poll = tokio::time::Instant::now();
         loop {
-            let mut stopping = false;
-            {
-                let tick = self.tick_until(stopped.clone());
-                let mut tick = std::pin::pin!(tick);
-                tokio::select! {
-                    _report = &mut tick => {}
-                    () = &mut shutdown => {
-                        info!("shutdown requested; finishing the refresh in flight");
-                        stopping = true;
-                        let _ = stop.send(true);
-                        tick.await;
-                    }
-                }
-            }
-            if stopping {
-                break;
-            }
-            let delay = self.config.next_delay();
-            debug!(delay_secs = delay.as_secs(), "next tick");
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+            let batch = tokio::select! {
+                () = tokio::time::sleep_until(next_poll) => None,
+                () = triggers.wait_for_work() => match triggers.take() {
+                    Some(batch) => Some(batch),
+                    None => continue,
+                },
                 () = &mut shutdown => {
                     info!("shutdown requested");
                     break;
                 }
+            };
+            let (images, kind) = match &batch {
+                Some(batch) if !batch.all => (self.watched(&batch.images), TickKind::Triggered),
+                Some(_) => (self.set.images().to_vec(), TickKind::Triggered),
+                None => (self.set.images().to_vec(), TickKind::Poll),
+            };
+            let mut stopping = false;
+            {
+                let pass = self.pass(images, kind, stopped.clone());
+                let mut pass = std::pin::pin!(pass);
+                tokio::select! {
+                    _report = &mut pass => {}
+                    () = &mut shutdown => {
+                        info!("shutdown requested; finishing the refresh in flight");
+                        stopping = true;
+                        let _ = stop.send(true);
+                        pass.await;
+                    }
+                }
+            }
+            if let Some(batch) = &batch {
+                triggers.served(batch.id);
+            }
+            if stopping {
+                break;
+            }
+            if batch.as_ref().is_none_or(|batch| batch.all) {
+                let delay = self.config.next_delay();
+                debug!(delay_secs = delay.as_secs(), "next tick");
+                next_poll = tokio::time::Instant::now() + delay;
             }
         }
+        triggers.set_running(false);
         self.save_state()?;
         info!("stopped");
         Ok(())
@@ -205,10 +268,15 @@ impl Watcher {
         self.backoffs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn tick_until(&mut self, mut stopped: watch::Receiver<bool>) -> TickReport {
+    /// One pass over `images`: check, observe, refresh, save, record.
+    async fn pass(
+        &mut self,
+        images: Vec<WatchedImage>,
+        kind: TickKind,
+        mut stopped: watch::Receiver<bool>,
+    ) -> TickReport {
         let started_at = SystemTime::now();
         let started = tokio::time::Instant::now();
-        let images: Vec<WatchedImage> = self.set.images().to_vec();
 
         let checks = self.check_all(&images);
         let checked = tokio::select! {
@@ -217,7 +285,7 @@ impl Watcher {
         };
         let Some(checked) = checked else {
             warn!("shutdown during checks; this tick's results are dropped");
-            return self.finish(started_at, started, interrupted(&images));
+            return self.finish(kind, started_at, started, interrupted(&images));
         };
 
         let mut reports = Vec::with_capacity(images.len());
@@ -241,13 +309,14 @@ impl Watcher {
                     self.observe(image, digest, stopping).await
                 }
             };
+            self.status.record(image.reference(), &status, SystemTime::now());
             reports.push(ImageReport {
                 image: image.reference().clone(),
                 runtime: image.runtime().map(str::to_owned),
                 status,
             });
         }
-        self.finish(started_at, started, reports)
+        self.finish(kind, started_at, started, reports)
     }
 
     /// Fetches every digest in one batch (at most `concurrency` at once), skipping hosts that
@@ -412,6 +481,7 @@ impl Watcher {
 
     fn finish(
         &mut self,
+        kind: TickKind,
         started_at: SystemTime,
         started: tokio::time::Instant,
         images: Vec<ImageReport>,
@@ -429,9 +499,11 @@ impl Watcher {
             images,
             state_error,
         };
+        self.status.record_tick(kind, report.duration, SystemTime::now());
         let counts = report.counts();
         let failed = report.failed();
         info!(
+            kind = kind.as_str(),
             seeded = counts.seeded,
             unchanged = counts.unchanged,
             refreshed = counts.refreshed,

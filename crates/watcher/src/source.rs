@@ -29,6 +29,17 @@ pub enum CheckErrorKind {
 }
 
 impl CheckErrorKind {
+    /// Every kind, in a fixed order (for metrics that list each one).
+    pub const ALL: [CheckErrorKind; 7] = [
+        CheckErrorKind::RateLimited,
+        CheckErrorKind::Server,
+        CheckErrorKind::Unauthorized,
+        CheckErrorKind::NotFound,
+        CheckErrorKind::Unreachable,
+        CheckErrorKind::Protocol,
+        CheckErrorKind::Other,
+    ];
+
     /// A stable snake_case name for logs and reports.
     pub fn as_str(self) -> &'static str {
         match self {

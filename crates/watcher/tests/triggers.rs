@@ -1,0 +1,229 @@
+//! Checks on demand through `Watcher::trigger`, pinned with a slow fake digest source on paused
+//! time: a storm for one image costs the check in flight plus one queued, a triggered check of
+//! some images leaves the poll schedule alone, a triggered check of all images is the tick, and
+//! every pass lands on the status board.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use registry_core::{Digest, ImageReference};
+use tokio::sync::oneshot;
+use watcher::{
+    CheckError, CheckErrorKind, DigestSource, MonitorOnly, TriggerOutcome, WatchSet, Watcher, WatcherConfig,
+};
+
+const A: &str = "ghcr.io/org/a:latest";
+const B: &str = "ghcr.io/org/b:latest";
+
+fn digest(c: char) -> Digest {
+    format!("sha256:{}", c.to_string().repeat(64)).parse().expect("valid")
+}
+
+fn reference(image: &str) -> ImageReference {
+    image.parse().expect("valid")
+}
+
+/// Answers after `delay`, counting calls per image.
+#[derive(Debug)]
+struct SlowSource {
+    delay: Duration,
+    answers: Mutex<HashMap<ImageReference, Result<Digest, CheckError>>>,
+    calls: Mutex<Vec<ImageReference>>,
+}
+
+impl SlowSource {
+    fn new(delay: Duration) -> SlowSource {
+        SlowSource {
+            delay,
+            answers: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn answer(&self, image: &str, answer: Result<Digest, CheckError>) {
+        self.answers.lock().expect("lock").insert(reference(image), answer);
+    }
+
+    fn calls_for(&self, image: &str) -> usize {
+        let image = reference(image);
+        self.calls.lock().expect("lock").iter().filter(|c| **c == image).count()
+    }
+}
+
+#[async_trait]
+impl DigestSource for SlowSource {
+    async fn digest(&self, image: &ImageReference) -> Result<Digest, CheckError> {
+        self.calls.lock().expect("lock").push(image.clone());
+        tokio::time::sleep(self.delay).await;
+        self.answers
+            .lock()
+            .expect("lock")
+            .get(image)
+            .cloned()
+            .unwrap_or_else(|| Err(CheckError::new(CheckErrorKind::NotFound, "no such tag")))
+    }
+}
+
+fn watcher(source: &Arc<SlowSource>, interval: Duration) -> Watcher {
+    let mut set = WatchSet::new();
+    set.add_image(reference(A)).expect("valid");
+    set.add_image(reference(B)).expect("valid");
+    let config = WatcherConfig {
+        interval,
+        jitter: 0.0,
+        ..WatcherConfig::default()
+    };
+    Watcher::new(set, source.clone(), Arc::new(MonitorOnly), config).expect("watcher")
+}
+
+/// Runs the watcher while `script` runs, then stops it.
+async fn run_while<F: std::future::Future<Output = ()>>(watcher: &mut Watcher, script: F) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let script = async move {
+        script.await;
+        let _ = tx.send(());
+    };
+    let (run, ()) = tokio::join!(
+        watcher.run(async move {
+            let _ = rx.await;
+        }),
+        script
+    );
+    run.expect("stops cleanly");
+}
+
+#[tokio::test(start_paused = true)]
+async fn storm_for_one_image_costs_the_check_in_flight_plus_one_queued() {
+    let source = Arc::new(SlowSource::new(Duration::from_secs(1)));
+    source.answer(A, Ok(digest('a')));
+    source.answer(B, Ok(digest('b')));
+    let mut watcher = watcher(&source, Duration::from_secs(600));
+    let trigger = watcher.trigger();
+    let a = reference(A);
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (first, _) = trigger.check(&a).expect("watched");
+        assert_eq!(first, TriggerOutcome::Queued);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let storm: Vec<_> = (0..50).map(|_| trigger.check(&a).expect("watched")).collect();
+        assert_eq!(
+            storm[0].0,
+            TriggerOutcome::Queued,
+            "one may queue behind the one in flight"
+        );
+        assert!(
+            storm[1..]
+                .iter()
+                .all(|(outcome, _)| *outcome == TriggerOutcome::Coalesced)
+        );
+        assert!(trigger.wait(storm[49].1).await, "served");
+    })
+    .await;
+    assert_eq!(
+        source.calls_for(A),
+        3,
+        "the first tick, the check in flight, the one queued"
+    );
+    assert_eq!(source.calls_for(B), 1, "only the first tick");
+    let counts = trigger.counts();
+    assert_eq!((counts.queued, counts.coalesced), (2, 49));
+}
+
+#[tokio::test(start_paused = true)]
+async fn triggered_check_of_one_image_leaves_the_poll_schedule_alone() {
+    let source = Arc::new(SlowSource::new(Duration::ZERO));
+    source.answer(A, Ok(digest('a')));
+    source.answer(B, Ok(digest('b')));
+    let mut watcher = watcher(&source, Duration::from_secs(60));
+    let trigger = watcher.trigger();
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (_, ticket) = trigger.check(&reference(A)).expect("watched");
+        assert!(trigger.wait(ticket).await);
+        tokio::time::sleep(Duration::from_secs(115)).await;
+    })
+    .await;
+    assert_eq!(
+        source.calls_for(A),
+        4,
+        "polls at 0, 60 and 120 s, and the trigger at 10 s"
+    );
+    assert_eq!(source.calls_for(B), 3, "polls only");
+}
+
+#[tokio::test(start_paused = true)]
+async fn triggered_check_of_every_image_counts_as_the_tick() {
+    let source = Arc::new(SlowSource::new(Duration::ZERO));
+    source.answer(A, Ok(digest('a')));
+    source.answer(B, Ok(digest('b')));
+    let mut watcher = watcher(&source, Duration::from_secs(60));
+    let trigger = watcher.trigger();
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (_, ticket) = trigger.check_all();
+        assert!(trigger.wait(ticket).await);
+        tokio::time::sleep(Duration::from_secs(115)).await;
+    })
+    .await;
+    assert_eq!(
+        source.calls_for(B),
+        3,
+        "at 0 s, the trigger at 10 s, then 70 s (not 60 and 120)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_pass_lands_on_the_status_board() {
+    let source = Arc::new(SlowSource::new(Duration::from_millis(30)));
+    source.answer(A, Ok(digest('a')));
+    source.answer(
+        B,
+        Err(CheckError::new(CheckErrorKind::Unauthorized, "401 for anonymous")),
+    );
+    let mut watcher = watcher(&source, Duration::from_secs(600));
+    let trigger = watcher.trigger();
+    let status = watcher.status();
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        source.answer(A, Ok(digest('c')));
+        let (_, ticket) = trigger.check(&reference(A)).expect("watched");
+        assert!(trigger.wait(ticket).await);
+    })
+    .await;
+    let images = status.images();
+    assert_eq!(images[0].image, reference(A));
+    assert_eq!(images[0].last_digest, Some(digest('c')));
+    assert_eq!(
+        images[0].seen_digest,
+        Some(digest('c')),
+        "monitor-only refresh succeeds"
+    );
+    assert_eq!(images[0].checks, 2);
+    assert_eq!(images[0].last_result, Some("refreshed"));
+    assert!(
+        images[0]
+            .last_refresh
+            .as_ref()
+            .is_some_and(|r| r.succeeded && r.old == digest('a'))
+    );
+    assert_eq!(images[1].last_result, Some("check_failed"));
+    assert_eq!(images[1].last_error.as_ref().map(|e| e.kind), Some("unauthorized"));
+    assert_eq!(images[1].last_digest, None);
+
+    let metrics = status.metrics();
+    let count = |kind: &str| {
+        metrics
+            .tick_durations
+            .iter()
+            .find(|(label, _)| *label == kind)
+            .map_or(0, |(_, histogram)| histogram.count)
+    };
+    assert_eq!((count("poll"), count("triggered")), (1, 1));
+    assert!(metrics.checks.contains(&("seeded", 1)));
+    assert!(metrics.checks.contains(&("refreshed", 1)));
+    assert!(metrics.check_errors.contains(&("unauthorized", 1)));
+    assert_eq!(metrics.refreshes_succeeded, 1);
+    assert!(metrics.last_tick.is_some());
+}
