@@ -36,6 +36,8 @@ enum Command {
     AuthHeader(commands::auth_header::Args),
     /// Print the digest an image reference points at now (like `crane digest`).
     Digest(commands::digest::Args),
+    /// Poll image digests and refresh on a move (monitor only unless refresh is opted into).
+    Watch(Box<commands::watch::Args>),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
             Command::Registry(args) => commands::registry::run(args).await,
             Command::AuthHeader(args) => commands::auth_header::run(args).await,
             Command::Digest(args) => commands::digest::run(args).await,
+            Command::Watch(args) => commands::watch::run(*args).await,
         }
     });
     match result {

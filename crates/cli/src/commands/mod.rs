@@ -3,3 +3,4 @@
 pub mod auth_header;
 pub mod digest;
 pub mod registry;
+pub mod watch;

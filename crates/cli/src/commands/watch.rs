@@ -1,0 +1,339 @@
+//! `imagewatch watch`: polls the watched images' digests and refreshes on a move. Parses flags
+//! and environment into a `WatchSet`, a `WatcherConfig` and one refresher, then runs one tick
+//! (`--once`) or the loop until SIGINT/SIGTERM. Refresh is opt-in: without `--refresh` it is
+//! `docker` when `IMAGE_AUTO_REFRESH=true`, otherwise `none` (monitor only).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use refresh::{
+    ContainerFilter, DockerConfig, DockerMode, DockerRefresher, ExecConfig, ExecRefresher, ProviderEngineAuth,
+    WebhookConfig, WebhookRefresher,
+};
+use registry_core::client::RegistryClient;
+use registry_core::{ImageReference, RegistryHost, Secret, TokenProvider};
+use tracing::info;
+use watcher::{MonitorOnly, Refresher, RegistrySource, WatchSet, Watcher, WatcherConfig};
+
+use crate::exit::Failure;
+use crate::wiring::{Settings, TransportArgs, provider_for};
+
+/// The platform's switch for refreshing containers; opt-in.
+pub const AUTO_REFRESH_ENV: &str = "IMAGE_AUTO_REFRESH";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RefreshKind {
+    /// Monitor only: log moves, change nothing.
+    None,
+    /// Pull through the Docker Engine and recreate (or remove) the image's containers.
+    Docker,
+    /// POST the event to a URL.
+    Webhook,
+    /// Run a command with the event in environment variables.
+    Exec,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Recreate,
+    Remove,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run one tick and exit: status 1 if any image failed (a fresh state only seeds).
+    #[arg(long)]
+    once: bool,
+    /// Time between ticks, e.g. `30s`, `5m`, `1h`.
+    #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_INTERVAL", default_value = "5m", value_parser = duration)]
+    interval: Duration,
+    /// Jitter as a fraction of the interval (0.1 = ±10 %, at most 0.5).
+    #[arg(long, value_name = "FRACTION", env = "IMAGEWATCH_JITTER", default_value_t = 0.1)]
+    jitter: f64,
+    /// Watch the runtime image `<prefix>/workspace-template-NAME:latest` (repeatable). Without
+    /// `--runtime` and `--image`, every default runtime is watched.
+    #[arg(
+        long = "runtime",
+        value_name = "NAME",
+        env = "IMAGEWATCH_RUNTIMES",
+        value_delimiter = ','
+    )]
+    runtimes: Vec<String>,
+    /// Watch any image reference (repeatable).
+    #[arg(long = "image", value_name = "REF", env = "IMAGEWATCH_IMAGES", value_delimiter = ',')]
+    images: Vec<String>,
+    /// Where seen digests persist across restarts (JSON, written atomically).
+    #[arg(long, value_name = "PATH", env = "IMAGEWATCH_STATE")]
+    state: Option<PathBuf>,
+    /// What to do when a digest moves. Default: `docker` if IMAGE_AUTO_REFRESH=true, else `none`.
+    #[arg(long, value_enum, env = "IMAGEWATCH_REFRESH")]
+    refresh: Option<RefreshKind>,
+    /// `true` enables the Docker refresher when `--refresh` is not given.
+    #[arg(long = "auto-refresh", value_name = "BOOL", env = AUTO_REFRESH_ENV, hide = true)]
+    auto_refresh: Option<String>,
+    /// Digest checks running at once.
+    #[arg(long, value_name = "N", env = "IMAGEWATCH_CONCURRENCY", default_value_t = 8)]
+    concurrency: usize,
+
+    /// Docker Engine address (`unix:///var/run/docker.sock`, `tcp://host:2375`).
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST", help_heading = "Docker refresher")]
+    docker_host: Option<String>,
+    /// `recreate` the image's containers on the new image, or `remove` them for a platform
+    /// that re-provisions.
+    #[arg(
+        long,
+        value_enum,
+        env = "IMAGEWATCH_DOCKER_MODE",
+        default_value = "recreate",
+        help_heading = "Docker refresher"
+    )]
+    docker_mode: ModeArg,
+    /// Only containers whose name starts with this (e.g. `ws-`).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "IMAGEWATCH_CONTAINER_PREFIX",
+        help_heading = "Docker refresher"
+    )]
+    container_prefix: Option<String>,
+    /// Only containers with this label (`key=value`).
+    #[arg(long, value_name = "KEY=VALUE", env = "IMAGEWATCH_CONTAINER_LABEL", value_parser = ContainerFilter::parse_label, help_heading = "Docker refresher")]
+    container_label: Option<(String, String)>,
+    /// How long a container may take to stop before it is killed.
+    #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_STOP_TIMEOUT", default_value = "10s", value_parser = duration, help_heading = "Docker refresher")]
+    stop_timeout: Duration,
+
+    /// The URL events are POSTed to.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "IMAGEWATCH_WEBHOOK_URL",
+        help_heading = "Webhook refresher"
+    )]
+    webhook_url: Option<String>,
+    /// Signs each body: `X-Imagewatch-Signature-256: sha256=<HMAC-SHA256 hex>`.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "IMAGEWATCH_WEBHOOK_SECRET",
+        hide_env_values = true,
+        help_heading = "Webhook refresher"
+    )]
+    webhook_secret: Option<String>,
+    /// Per attempt.
+    #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration, help_heading = "Webhook refresher")]
+    webhook_timeout: Duration,
+    /// Attempts in all; 5xx, 429, 408 and network errors are retried with backoff.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "IMAGEWATCH_WEBHOOK_ATTEMPTS",
+        default_value_t = 3,
+        help_heading = "Webhook refresher"
+    )]
+    webhook_attempts: u32,
+
+    /// The program to run (no shell); it gets IMAGEWATCH_IMAGE, IMAGEWATCH_RUNTIME,
+    /// IMAGEWATCH_HOST, IMAGEWATCH_OLD_DIGEST, IMAGEWATCH_NEW_DIGEST and IMAGEWATCH_TIME.
+    #[arg(
+        long,
+        value_name = "PROGRAM",
+        env = "IMAGEWATCH_EXEC_COMMAND",
+        help_heading = "Exec refresher"
+    )]
+    exec_command: Option<PathBuf>,
+    /// An argument for the program (repeatable, in order).
+    #[arg(
+        long = "exec-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        help_heading = "Exec refresher"
+    )]
+    exec_args: Vec<String>,
+    /// The program is killed after this long.
+    #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_EXEC_TIMEOUT", default_value = "60s", value_parser = duration, help_heading = "Exec refresher")]
+    exec_timeout: Duration,
+
+    #[command(flatten)]
+    transport: TransportArgs,
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{e}; expected a duration such as `30s`, `5m` or `1h`"))
+        .and_then(|d| {
+            if d.is_zero() {
+                Err("expected a duration above zero".into())
+            } else {
+                Ok(d)
+            }
+        })
+}
+
+impl Args {
+    /// The refresher kind: the flag, else `docker` when IMAGE_AUTO_REFRESH is true, else none.
+    fn refresh_kind(&self) -> Result<RefreshKind, Failure> {
+        if let Some(kind) = self.refresh {
+            return Ok(kind);
+        }
+        match self.auto_refresh.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(RefreshKind::None),
+            Some(value) => match value.as_str() {
+                "true" | "1" | "yes" | "on" => Ok(RefreshKind::Docker),
+                "false" | "0" | "no" | "off" | "" => Ok(RefreshKind::None),
+                _ => Err(Failure::Config(format!(
+                    "{AUTO_REFRESH_ENV}={value:?} is not a boolean; expected `true` or `false`"
+                ))),
+            },
+        }
+    }
+
+    fn watch_set(&self, settings: &Settings) -> Result<WatchSet, Failure> {
+        let runtimes: Vec<&str> = self
+            .runtimes
+            .iter()
+            .map(|r| r.trim())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let images: Vec<&str> = self.images.iter().map(|i| i.trim()).filter(|i| !i.is_empty()).collect();
+        if runtimes.is_empty() && images.is_empty() {
+            return WatchSet::default_runtimes(&settings.prefix).map_err(Failure::config);
+        }
+        let mut set = WatchSet::runtimes(&settings.prefix, &runtimes).map_err(Failure::config)?;
+        for image in images {
+            let reference: ImageReference = image.parse().map_err(Failure::config)?;
+            set.add_image(reference).map_err(Failure::config)?;
+        }
+        Ok(set)
+    }
+}
+
+pub async fn run(args: Args) -> Result<ExitCode, Failure> {
+    let settings = Settings::from_env()?;
+    let set = args.watch_set(&settings)?;
+    let kind = args.refresh_kind()?;
+    if args.concurrency == 0 {
+        return Err(Failure::Config("--concurrency 0: expected at least 1".into()));
+    }
+    let transport = args.transport.transport()?;
+
+    // One provider per host, shared by the digest checks and the Docker pulls (one token cache).
+    let mut providers: HashMap<RegistryHost, Arc<dyn TokenProvider>> = HashMap::new();
+    let mut client = RegistryClient::new(transport.clone());
+    for host in set.hosts() {
+        let provider = provider_for(&settings, &transport, &host).await?;
+        client = client.with_provider(host.clone(), settings.kind_for(&host), provider.clone());
+        providers.insert(host, provider);
+    }
+    let source = RegistrySource::new(Arc::new(client));
+    let refresher = refresher(&args, kind, providers).await?;
+    let config = WatcherConfig {
+        interval: args.interval,
+        jitter: args.jitter,
+        concurrency: args.concurrency,
+        state_file: args.state.clone(),
+        ..WatcherConfig::default()
+    };
+    info!(
+        images = set.len(),
+        hosts = set.hosts().len(),
+        refresh = refresher.name(),
+        once = args.once,
+        state = args.state.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        "imagewatch watch"
+    );
+    let mut watcher = Watcher::new(set, Arc::new(source), refresher, config).map_err(Failure::config)?;
+
+    if args.once {
+        let report = watcher.tick().await;
+        print!("{report}");
+        let failed = report.images.iter().filter(|image| image.status.is_failure()).count();
+        if report.failed() {
+            return Err(Failure::Check(match &report.state_error {
+                Some(error) if failed == 0 => error.clone(),
+                _ => format!("{failed} of {} image(s) failed", report.images.len()),
+            }));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    watcher.run(shutdown_signal()).await.map_err(Failure::check)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn refresher(
+    args: &Args,
+    kind: RefreshKind,
+    providers: HashMap<RegistryHost, Arc<dyn TokenProvider>>,
+) -> Result<Arc<dyn Refresher>, Failure> {
+    Ok(match kind {
+        RefreshKind::None => Arc::new(MonitorOnly),
+        RefreshKind::Docker => {
+            let config = DockerConfig {
+                endpoint: args.docker_host.clone().filter(|h| !h.trim().is_empty()),
+                mode: match args.docker_mode {
+                    ModeArg::Recreate => DockerMode::Recreate,
+                    ModeArg::Remove => DockerMode::Remove,
+                },
+                filter: ContainerFilter {
+                    name_prefix: args.container_prefix.clone().filter(|p| !p.is_empty()),
+                    label: args.container_label.clone(),
+                },
+                stop_timeout: args.stop_timeout,
+                ..DockerConfig::default()
+            };
+            let auth = ProviderEngineAuth::new(move |host: &RegistryHost| providers.get(host).cloned());
+            Arc::new(
+                DockerRefresher::connect(config, Arc::new(auth))
+                    .await
+                    .map_err(Failure::config)?,
+            )
+        }
+        RefreshKind::Webhook => {
+            let url = args.webhook_url.as_deref().ok_or_else(|| {
+                Failure::Config("--refresh webhook needs --webhook-url (or IMAGEWATCH_WEBHOOK_URL)".into())
+            })?;
+            let url = url
+                .trim()
+                .parse()
+                .map_err(|e| Failure::Config(format!("--webhook-url is not a URL ({e}); expected `https://...`")))?;
+            let mut config = WebhookConfig::new(url);
+            config.secret = args.webhook_secret.clone().filter(|s| !s.is_empty()).map(Secret::new);
+            config.timeout = args.webhook_timeout;
+            config.attempts = args.webhook_attempts.max(1);
+            Arc::new(WebhookRefresher::new(config).map_err(Failure::config)?)
+        }
+        RefreshKind::Exec => {
+            let program = args.exec_command.clone().ok_or_else(|| {
+                Failure::Config("--refresh exec needs --exec-command (or IMAGEWATCH_EXEC_COMMAND)".into())
+            })?;
+            let mut config = ExecConfig::new(program, args.exec_args.clone());
+            config.timeout = args.exec_timeout;
+            Arc::new(ExecRefresher::new(config))
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM. If a handler cannot be installed, that signal is simply not
+/// awaited (the other still is).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => info!(signal = "SIGINT", "stopping"),
+        () = terminate => info!(signal = "SIGTERM", "stopping"),
+    }
+}
