@@ -5,7 +5,9 @@
 //! - `install`: the real components the tests run against (Debian and PyPI packages).
 //! - `test-matrix`: the conformance suite against every registry flavour (GHCR, Gitea, Docker
 //!   Hub, ECR, Basic, anonymous), started locally.
+//! - `bench`: the watcher over 1,000 repositories of a token-auth registry, against skopeo.
 
+mod bench;
 mod install;
 mod matrix;
 mod run;
@@ -29,6 +31,11 @@ enum Command {
     Install,
     /// Run the conformance suite against every registry flavour and print the matrix.
     TestMatrix,
+    /// Measure cold and warm watcher ticks over 1,000 repositories against skopeo.
+    Bench(bench::Args),
+    /// The bench's watcher process (started by `bench`).
+    #[command(hide = true)]
+    BenchWatcher(bench::ChildArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +43,8 @@ fn main() -> ExitCode {
         Command::Ci => ci(),
         Command::Install => install::components(),
         Command::TestMatrix => matrix::run(),
+        Command::Bench(args) => bench::run(&args),
+        Command::BenchWatcher(args) => bench::child(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
