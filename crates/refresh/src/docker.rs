@@ -111,8 +111,10 @@ pub struct DockerConfig {
     pub filter: ContainerFilter,
     /// How long a container gets to stop before it is killed.
     pub stop_timeout: Duration,
-    /// Per-request timeout of the Engine API (a pull's progress stream included).
+    /// Per-request timeout of the Engine API (until the answer's headers).
     pub api_timeout: Duration,
+    /// The whole pull, to the end of its progress stream.
+    pub pull_timeout: Duration,
 }
 
 impl Default for DockerConfig {
@@ -122,7 +124,8 @@ impl Default for DockerConfig {
             mode: DockerMode::Recreate,
             filter: ContainerFilter::default(),
             stop_timeout: Duration::from_secs(10),
-            api_timeout: Duration::from_secs(300),
+            api_timeout: Duration::from_secs(120),
+            pull_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -291,23 +294,34 @@ impl DockerRefresher {
         let mut stream = self.docker.create_image(Some(options), None, credentials);
         let mut failure: Option<String> = None;
         let mut last_status = String::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(detail) = info.error_detail.and_then(|detail| detail.message) {
-                        failure.get_or_insert(detail);
+        let read_to_end = async {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(info) => {
+                        if let Some(detail) = info.error_detail.and_then(|detail| detail.message) {
+                            failure.get_or_insert(detail);
+                        }
+                        if let Some(status) = info.status {
+                            last_status = status;
+                        }
                     }
-                    if let Some(status) = info.status {
-                        last_status = status;
+                    Err(BollardError::DockerStreamError { error }) => {
+                        failure.get_or_insert(error);
                     }
-                }
-                Err(BollardError::DockerStreamError { error }) => {
-                    failure.get_or_insert(error);
-                }
-                Err(error) => {
-                    failure.get_or_insert(describe(&error));
+                    Err(error) => {
+                        failure.get_or_insert(describe(&error));
+                    }
                 }
             }
+        };
+        if tokio::time::timeout(self.config.pull_timeout, read_to_end)
+            .await
+            .is_err()
+        {
+            failure.get_or_insert(format!(
+                "the pull did not finish within {}s",
+                self.config.pull_timeout.as_secs()
+            ));
         }
         if let Some(message) = failure {
             return Err(DockerError::Pull {
@@ -452,6 +466,13 @@ impl DockerRefresher {
             message,
             rollback,
         };
+        if old.host_config.as_ref().and_then(|host| host.auto_remove) == Some(true) {
+            return Err(failure(
+                "check",
+                "created with --rm (AutoRemove): stopping it deletes it, so a failed recreate could not be rolled back; use mode `remove` or create it without --rm".into(),
+                "the old container was not touched".into(),
+            ));
+        }
         let image_config = match old.image.as_deref() {
             Some(id) => self.docker.inspect_image(id).await.ok().and_then(|image| image.config),
             None => None,

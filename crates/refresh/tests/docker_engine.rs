@@ -382,3 +382,38 @@ async fn remove_mode_removes_matching_containers_for_the_platform_to_reprovision
     assert_eq!(outcome.removed, vec![name.clone()]);
     assert_eq!(fx.names().await, vec![bystander]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_remove_container_is_refused_not_stopped() {
+    let fx = Fixture::new("docker-auto-remove").await;
+    fx.push(&ImageSpec::busybox("1"));
+    let refresher = fx.refresher(PASSWORD, DockerMode::Recreate, "ws-test-").await;
+    let v1 = fx.pull(&refresher).await;
+    let name = fx.name("ws-test-");
+    let body = ContainerCreateBody {
+        image: Some(fx.image.to_string()),
+        host_config: Some(HostConfig {
+            auto_remove: Some(true),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    };
+    let created = fx
+        .docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+        .await
+        .expect("created");
+    fx.docker.start_container(&created.id, None).await.expect("started");
+    fx.push(&ImageSpec::busybox("2"));
+
+    let error = refresher.refresh_image(&fx.image).await.expect_err("refused");
+    let DockerError::Containers { failures, done, .. } = &error else {
+        panic!("{error:?}")
+    };
+    fx.image_ids.lock().expect("lock").push(done.image_id.clone());
+    assert_eq!(failures[0].step, "check", "{error}");
+    assert!(failures[0].message.contains("--rm"), "{error}");
+    let container = fx.inspect(&name).await;
+    assert!(running(&container));
+    assert_eq!(container.image.as_deref(), Some(v1.as_str()));
+}
