@@ -6,8 +6,10 @@
 //! - `test-matrix`: the conformance suite against every registry flavour (GHCR, Gitea, Docker
 //!   Hub, ECR, Basic, anonymous), started locally.
 //! - `bench`: the watcher over 1,000 repositories of a token-auth registry, against skopeo.
+//! - `demo`: the main job on a fresh machine: a registry, a push, the watcher sees it, refreshes.
 
 mod bench;
+mod demo;
 mod install;
 mod matrix;
 mod run;
@@ -36,6 +38,8 @@ enum Command {
     /// The bench's watcher process (started by `bench`).
     #[command(hide = true)]
     BenchWatcher(bench::ChildArgs),
+    /// Show the main job: a local registry, a push, `imagewatch watch` sees it and refreshes.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::TestMatrix => matrix::run(),
         Command::Bench(args) => bench::run(&args),
         Command::BenchWatcher(args) => bench::child(&args),
+        Command::Demo => demo::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
