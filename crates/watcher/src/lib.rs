@@ -25,5 +25,5 @@ pub use report::{ImageReport, ImageStatus, TickCounts, TickReport};
 pub use source::{CheckError, CheckErrorKind, DigestSource};
 pub use state::{LoadedState, STATE_VERSION, SetAside, StateError, StateFile};
 pub use status::{ErrorRecord, ImageState, RefreshRecord, StatusBoard, TickKind, WatcherMetrics};
-pub use trigger::{NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome};
+pub use trigger::{FOLLOW_UP_DELAY, NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome};
 pub use watch_set::{WatchSet, WatchSetError, WatchedImage};

@@ -22,7 +22,7 @@ use crate::report::{ImageReport, ImageStatus, TickReport};
 use crate::source::{CheckError, CheckErrorKind, DigestSource};
 use crate::state::{SetAside, StateError, StateFile};
 use crate::status::{StatusBoard, TickKind};
-use crate::trigger::TriggerHandle;
+use crate::trigger::{Batch, TriggerHandle};
 use crate::watch_set::{WatchSet, WatchedImage};
 
 /// The largest jitter fraction honoured: more would let two ticks run back to back.
@@ -40,6 +40,9 @@ pub struct WatcherConfig {
     /// Where seen digests persist across restarts; `None` keeps them in memory only.
     pub state_file: Option<PathBuf>,
     pub backoff: BackoffPolicy,
+    /// The least time between the starts of two triggered checks of one image: requests in
+    /// between wait for it (coalesced into one check), so a burst of webhooks costs two checks.
+    pub trigger_spacing: Duration,
 }
 
 impl Default for WatcherConfig {
@@ -50,6 +53,7 @@ impl Default for WatcherConfig {
             concurrency: 8,
             state_file: None,
             backoff: BackoffPolicy::default(),
+            trigger_spacing: Duration::from_secs(1),
         }
     }
 }
@@ -116,7 +120,7 @@ impl Watcher {
         Ok(Watcher {
             backoffs: Mutex::new(Backoffs::new(config.backoff.clone())),
             status,
-            triggers: TriggerHandle::new(set.clone()),
+            triggers: TriggerHandle::new(set.clone(), config.trigger_spacing),
             set,
             source,
             refresher,
@@ -202,17 +206,28 @@ impl Watcher {
             "watching"
         );
         let mut next_poll = tokio::time::Instant::now();
+        // When requests held back by the trigger spacing become due.
+        let mut next_due: Option<tokio::time::Instant> = None;
         loop {
-            let batch = tokio::select! {
-                () = tokio::time::sleep_until(next_poll) => None,
-                () = triggers.wait_for_work() => match triggers.take() {
-                    Some(batch) => Some(batch),
-                    None => continue,
-                },
+            let due = next_due;
+            let woken = tokio::select! {
+                () = tokio::time::sleep_until(next_poll) => false,
+                () = triggers.wait_for_work() => true,
+                () = tokio::time::sleep_until(due.unwrap_or(next_poll)), if due.is_some() => true,
                 () = &mut shutdown => {
                     info!("shutdown requested");
                     break;
                 }
+            };
+            let batch = if woken {
+                let taken = triggers.take(tokio::time::Instant::now());
+                next_due = taken.next_due;
+                match taken.batch {
+                    Some(batch) => Some(batch),
+                    None => continue,
+                }
+            } else {
+                None
             };
             let (images, kind) = match &batch {
                 Some(batch) if !batch.all => (self.watched(&batch.images), TickKind::Triggered),
@@ -220,21 +235,25 @@ impl Watcher {
                 None => (self.set.images().to_vec(), TickKind::Poll),
             };
             let mut stopping = false;
-            {
+            let report = {
                 let pass = self.pass(images, kind, stopped.clone());
                 let mut pass = std::pin::pin!(pass);
                 tokio::select! {
-                    _report = &mut pass => {}
+                    report = &mut pass => Some(report),
                     () = &mut shutdown => {
                         info!("shutdown requested; finishing the refresh in flight");
                         stopping = true;
                         let _ = stop.send(true);
                         pass.await;
+                        None
                     }
                 }
-            }
+            };
             if let Some(batch) = &batch {
-                triggers.served(batch.id);
+                triggers.served(&batch.tickets);
+                if let Some(report) = &report {
+                    follow_up_claims(&triggers, batch, report);
+                }
             }
             if stopping {
                 break;
@@ -516,6 +535,29 @@ impl Watcher {
             "tick done"
         );
         report
+    }
+}
+
+/// A claimed digest the registry did not answer (it answered the digest already seen, a first
+/// one, or an error): check once more, a moment later, in case the tag was not readable yet.
+/// distribution, for one, sends its push event before it links the tag, and a read in between
+/// answers the old digest or a 500 (`invalid checksum digest format`).
+fn follow_up_claims(triggers: &TriggerHandle, batch: &Batch, report: &TickReport) {
+    for (image, claim) in &batch.claims {
+        let answered = match report.status_of(image) {
+            Some(ImageStatus::Unchanged { digest } | ImageStatus::Seeded { digest }) if digest != claim => {
+                digest.short()
+            }
+            Some(ImageStatus::CheckFailed { error }) => error.kind().as_str().to_owned(),
+            _ => continue,
+        };
+        debug!(
+            image = %image,
+            answered = %answered,
+            claimed = %claim.short(),
+            "the registry does not answer the announced digest yet; checking once more"
+        );
+        triggers.follow_up(image, tokio::time::Instant::now());
     }
 }
 

@@ -1,20 +1,40 @@
 //! Checks on demand. A [`TriggerHandle`] asks the running loop ([`Watcher::run`]) to check one
 //! watched image, or every image, now; polling goes on as the safety net.
 //!
-//! Requests coalesce: while an image waits in the queue, further requests for it add nothing,
-//! so however many arrive at once, an image costs at most the check in flight plus one queued.
-//! The handle never talks to a registry and never decides that anything moved: the loop does,
-//! by asking the registry, exactly as a poll would.
+//! Requests coalesce, so a storm does not multiply registry requests:
+//! - while an image waits in the queue, further requests for it add nothing (at most one check
+//!   in flight plus one queued);
+//! - a queued image starts no sooner than [`WatcherConfig::trigger_spacing`] after its previous
+//!   triggered check started, so a burst spread over that long still costs two checks, and the
+//!   first request of a quiet image is served at once.
+//!
+//! A request is always served by a check that starts after it was made. The handle never talks
+//! to a registry and never decides that anything moved: the loop does, by asking the registry,
+//! exactly as a poll would.
+//!
+//! A request may say which digest its sender claims the tag now has ([`TriggerHandle::check_expecting`]).
+//! The claim decides nothing; it only buys one follow-up check, [`FOLLOW_UP_DELAY`] later, when
+//! the registry still answers the digest already seen: registries announce a push before the tag
+//! is readable everywhere (distribution sends its event before it links the tag; CDN-backed
+//! registries answer from caches), and a check that lands in that gap would otherwise leave the
+//! move to the next poll.
 //!
 //! [`Watcher::run`]: crate::Watcher::run
+//! [`WatcherConfig::trigger_spacing`]: crate::WatcherConfig::trigger_spacing
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use registry_core::ImageReference;
+use registry_core::{Digest, ImageReference};
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::watch_set::WatchSet;
+
+/// How long after a check that did not see a claimed digest its one follow-up starts.
+pub const FOLLOW_UP_DELAY: Duration = Duration::from_millis(500);
 
 /// What became of one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,7 +61,7 @@ impl fmt::Display for TriggerOutcome {
     }
 }
 
-/// Identifies the pass that will serve a request; see [`TriggerHandle::wait`].
+/// Identifies the queued check that serves a request; see [`TriggerHandle::wait`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
@@ -58,21 +78,30 @@ pub struct NotWatched {
 pub struct TriggerCounts {
     pub queued: u64,
     pub coalesced: u64,
+    /// Follow-up checks queued because the registry did not answer a claimed digest yet.
+    pub follow_ups: u64,
 }
 
 #[derive(Debug)]
 struct Queue {
-    all: bool,
-    images: Vec<ImageReference>,
-    /// The id of the pass the queued requests will be served by.
-    batch: u64,
+    /// A check of every image, with its ticket.
+    all: Option<u64>,
+    /// Single images, each once, with their tickets, in request order.
+    images: Vec<(ImageReference, u64)>,
+    /// When each image's last triggered check started.
+    started: HashMap<ImageReference, Instant>,
+    /// The digest the latest request for an image claims, until a pass takes the image.
+    claims: HashMap<ImageReference, Digest>,
+    /// When queued follow-ups become due (instead of the spacing).
+    follow_ups: HashMap<ImageReference, Instant>,
+    next_ticket: u64,
     counts: TriggerCounts,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Progress {
-    /// The last pass finished.
-    served: u64,
+    /// Tickets queued and not yet served.
+    outstanding: BTreeSet<u64>,
     /// The loop returned; nothing queued will be served until it runs again.
     stopped: bool,
 }
@@ -80,6 +109,7 @@ struct Progress {
 #[derive(Debug)]
 struct Shared {
     set: WatchSet,
+    spacing: Duration,
     queue: Mutex<Queue>,
     wake: Notify,
     progress: watch::Sender<Progress>,
@@ -95,20 +125,34 @@ pub struct TriggerHandle {
 /// What the loop takes from the queue for one pass.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    pub(crate) id: u64,
+    pub(crate) tickets: Vec<u64>,
     pub(crate) all: bool,
     pub(crate) images: Vec<ImageReference>,
+    /// Claimed digests of the images this pass checks.
+    pub(crate) claims: Vec<(ImageReference, Digest)>,
+}
+
+/// What [`TriggerHandle::take`] found.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) batch: Option<Batch>,
+    /// When images held back by the spacing become due.
+    pub(crate) next_due: Option<Instant>,
 }
 
 impl TriggerHandle {
-    pub(crate) fn new(set: WatchSet) -> TriggerHandle {
+    pub(crate) fn new(set: WatchSet, spacing: Duration) -> TriggerHandle {
         TriggerHandle {
             shared: Arc::new(Shared {
                 set,
+                spacing,
                 queue: Mutex::new(Queue {
-                    all: false,
+                    all: None,
                     images: Vec::new(),
-                    batch: 1,
+                    started: HashMap::new(),
+                    claims: HashMap::new(),
+                    follow_ups: HashMap::new(),
+                    next_ticket: 1,
                     counts: TriggerCounts::default(),
                 }),
                 wake: Notify::new(),
@@ -133,6 +177,16 @@ impl TriggerHandle {
     /// Asks for a check of `image` (a reference of the watch set; a `tag@digest` form is taken
     /// by its tag).
     pub fn check(&self, image: &ImageReference) -> Result<(TriggerOutcome, Ticket), NotWatched> {
+        self.check_expecting(image, None)
+    }
+
+    /// Like [`TriggerHandle::check`], with the digest the sender claims the tag has now (see the
+    /// module documentation: it can only add one follow-up check).
+    pub fn check_expecting(
+        &self,
+        image: &ImageReference,
+        claim: Option<Digest>,
+    ) -> Result<(TriggerOutcome, Ticket), NotWatched> {
         let image = image.without_digest();
         if !self.shared.set.images().iter().any(|known| known.reference() == &image) {
             return Err(NotWatched {
@@ -141,43 +195,62 @@ impl TriggerHandle {
             });
         }
         let mut queue = self.queue();
-        let ticket = Ticket(queue.batch);
-        if queue.all || queue.images.contains(&image) {
-            queue.counts.coalesced += 1;
-            return Ok((TriggerOutcome::Coalesced, ticket));
+        if let Some(claim) = claim {
+            queue.claims.insert(image.clone(), claim);
         }
-        queue.images.push(image);
+        let covering = queue.all.or_else(|| {
+            queue
+                .images
+                .iter()
+                .find(|(queued, _)| *queued == image)
+                .map(|(_, t)| *t)
+        });
+        if let Some(ticket) = covering {
+            queue.counts.coalesced += 1;
+            return Ok((TriggerOutcome::Coalesced, Ticket(ticket)));
+        }
+        let ticket = self.enqueue(&mut queue);
         queue.counts.queued += 1;
+        queue.images.push((image, ticket));
         drop(queue);
         self.shared.wake.notify_one();
-        Ok((TriggerOutcome::Queued, ticket))
+        Ok((TriggerOutcome::Queued, Ticket(ticket)))
     }
 
-    /// Asks for a check of every image.
+    /// Asks for a check of every image (never held back by the spacing).
     pub fn check_all(&self) -> (TriggerOutcome, Ticket) {
         let mut queue = self.queue();
-        let ticket = Ticket(queue.batch);
-        if queue.all {
+        if let Some(ticket) = queue.all {
             queue.counts.coalesced += 1;
-            return (TriggerOutcome::Coalesced, ticket);
+            return (TriggerOutcome::Coalesced, Ticket(ticket));
         }
-        queue.all = true;
-        queue.images.clear();
+        let ticket = self.enqueue(&mut queue);
         queue.counts.queued += 1;
+        queue.all = Some(ticket);
         drop(queue);
         self.shared.wake.notify_one();
-        (TriggerOutcome::Queued, ticket)
+        (TriggerOutcome::Queued, Ticket(ticket))
     }
 
-    /// Waits until the pass serving `ticket` has finished: true then, false if the loop stopped
+    /// A new ticket, outstanding until a pass serves it.
+    fn enqueue(&self, queue: &mut Queue) -> u64 {
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        self.shared.progress.send_modify(|progress| {
+            progress.outstanding.insert(ticket);
+        });
+        ticket
+    }
+
+    /// Waits until the check serving `ticket` has finished: true then, false if the loop stopped
     /// first. Waits for a loop that has not started yet; put a timeout around it.
     pub async fn wait(&self, ticket: Ticket) -> bool {
         let mut progress = self.shared.progress.subscribe();
         match progress
-            .wait_for(|progress| progress.served >= ticket.0 || progress.stopped)
+            .wait_for(|progress| !progress.outstanding.contains(&ticket.0) || progress.stopped)
             .await
         {
-            Ok(progress) => progress.served >= ticket.0,
+            Ok(progress) => !progress.outstanding.contains(&ticket.0),
             Err(_) => false,
         }
     }
@@ -197,26 +270,83 @@ impl TriggerHandle {
         self.shared.wake.notified().await;
     }
 
-    /// Takes every queued request as one pass, if there is any.
-    pub(crate) fn take(&self) -> Option<Batch> {
+    /// Takes every request that is due at `now` as one pass: a check of all images if one was
+    /// asked for (it covers the single ones), else the single images whose previous triggered
+    /// check started at least the spacing ago.
+    pub(crate) fn take(&self, now: Instant) -> Taken {
+        let spacing = self.shared.spacing;
         let mut queue = self.queue();
-        if !queue.all && queue.images.is_empty() {
-            return None;
+        if let Some(ticket) = queue.all.take() {
+            let mut tickets = vec![ticket];
+            tickets.extend(queue.images.drain(..).map(|(_, t)| t));
+            for image in self.shared.set.images() {
+                queue.started.insert(image.reference().clone(), now);
+            }
+            queue.follow_ups.clear();
+            return Taken {
+                batch: Some(Batch {
+                    tickets,
+                    all: true,
+                    images: Vec::new(),
+                    claims: queue.claims.drain().collect(),
+                }),
+                next_due: None,
+            };
         }
-        let batch = Batch {
-            id: queue.batch,
-            all: std::mem::take(&mut queue.all),
-            images: std::mem::take(&mut queue.images),
+        let due_at = |queue: &Queue, image: &ImageReference| {
+            queue
+                .follow_ups
+                .get(image)
+                .copied()
+                .or_else(|| queue.started.get(image).map(|started| *started + spacing))
         };
-        queue.batch += 1;
-        Some(batch)
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.images)
+            .into_iter()
+            .partition(|(image, _)| due_at(&queue, image).is_none_or(|at| at <= now));
+        let next_due = held.iter().filter_map(|(image, _)| due_at(&queue, image)).min();
+        queue.images = held;
+        for (image, _) in &due {
+            queue.started.insert(image.clone(), now);
+            queue.follow_ups.remove(image);
+        }
+        let claims = due
+            .iter()
+            .filter_map(|(image, _)| queue.claims.remove(image).map(|claim| (image.clone(), claim)))
+            .collect();
+        let batch = (!due.is_empty()).then(|| {
+            let (images, tickets) = due.into_iter().unzip();
+            Batch {
+                tickets,
+                all: false,
+                images,
+                claims,
+            }
+        });
+        Taken { batch, next_due }
     }
 
-    /// The pass `id` finished.
-    pub(crate) fn served(&self, id: u64) {
-        self.shared
-            .progress
-            .send_modify(|progress| progress.served = progress.served.max(id));
+    /// Queues one more check of `image`, due [`FOLLOW_UP_DELAY`] after `now`, without a claim
+    /// (so follow-ups never chain), unless a check of it is queued already.
+    pub(crate) fn follow_up(&self, image: &ImageReference, now: Instant) {
+        let mut queue = self.queue();
+        if queue.all.is_some() || queue.images.iter().any(|(queued, _)| queued == image) {
+            return;
+        }
+        let ticket = self.enqueue(&mut queue);
+        queue.counts.follow_ups += 1;
+        queue.follow_ups.insert(image.clone(), now + FOLLOW_UP_DELAY);
+        queue.images.push((image.clone(), ticket));
+        drop(queue);
+        self.shared.wake.notify_one();
+    }
+
+    /// The pass serving `tickets` finished.
+    pub(crate) fn served(&self, tickets: &[u64]) {
+        self.shared.progress.send_modify(|progress| {
+            for ticket in tickets {
+                progress.outstanding.remove(ticket);
+            }
+        });
     }
 
     pub(crate) fn set_running(&self, running: bool) {
@@ -228,6 +358,8 @@ impl TriggerHandle {
 mod tests {
     use super::*;
 
+    const SPACING: Duration = Duration::from_secs(1);
+
     fn reference(value: &str) -> ImageReference {
         value.parse().expect("valid")
     }
@@ -236,19 +368,20 @@ mod tests {
         let mut set = WatchSet::new();
         set.add_image(reference("ghcr.io/a/one:latest")).expect("valid");
         set.add_image(reference("ghcr.io/a/two:latest")).expect("valid");
-        TriggerHandle::new(set)
+        TriggerHandle::new(set, SPACING)
     }
 
     #[test]
     fn requests_for_a_queued_image_coalesce_until_the_loop_takes_it() {
         let handle = handle();
         let one = reference("ghcr.io/a/one:latest");
+        let now = Instant::now();
         let outcomes: Vec<TriggerOutcome> = (0..50).map(|_| handle.check(&one).expect("watched").0).collect();
         assert_eq!(outcomes[0], TriggerOutcome::Queued);
         assert!(outcomes[1..].iter().all(|o| *o == TriggerOutcome::Coalesced));
-        let batch = handle.take().expect("one pass");
+        let batch = handle.take(now).batch.expect("one pass");
         assert_eq!(batch.images, vec![one.clone()]);
-        assert!(handle.take().is_none(), "nothing left");
+        assert!(handle.take(now).batch.is_none(), "nothing left");
         // While that pass is in flight, one more may queue.
         assert_eq!(handle.check(&one).expect("watched").0, TriggerOutcome::Queued);
         assert_eq!(handle.check(&one).expect("watched").0, TriggerOutcome::Coalesced);
@@ -256,21 +389,42 @@ mod tests {
             handle.counts(),
             TriggerCounts {
                 queued: 2,
-                coalesced: 50
+                coalesced: 50,
+                follow_ups: 0
             }
         );
     }
 
     #[test]
-    fn a_queued_full_check_covers_single_images() {
+    fn a_queued_image_waits_for_the_spacing_others_do_not() {
         let handle = handle();
+        let (one, two) = (reference("ghcr.io/a/one:latest"), reference("ghcr.io/a/two:latest"));
+        let start = Instant::now();
+        handle.check(&one).expect("watched");
+        assert_eq!(handle.take(start).batch.expect("due").images, vec![one.clone()]);
+        let later = start + Duration::from_millis(300);
+        handle.check(&one).expect("watched");
+        handle.check(&two).expect("watched");
+        let taken = handle.take(later);
+        assert_eq!(taken.batch.expect("two is due").images, vec![two]);
+        assert_eq!(taken.next_due, Some(start + SPACING), "one is held back");
+        assert!(handle.take(start + Duration::from_millis(999)).batch.is_none());
+        assert_eq!(handle.take(start + SPACING).batch.expect("due now").images, vec![one]);
+    }
+
+    #[test]
+    fn a_queued_full_check_covers_single_images_and_is_never_held_back() {
+        let handle = handle();
+        let now = Instant::now();
+        handle.check(&reference("ghcr.io/a/one")).expect("watched");
+        handle.take(now);
         assert_eq!(handle.check_all().0, TriggerOutcome::Queued);
         assert_eq!(
             handle.check(&reference("ghcr.io/a/two")).expect("watched").0,
             TriggerOutcome::Coalesced
         );
         assert_eq!(handle.check_all().0, TriggerOutcome::Coalesced);
-        let batch = handle.take().expect("one pass");
+        let batch = handle.take(now).batch.expect("one pass");
         assert!(batch.all && batch.images.is_empty());
     }
 
@@ -289,12 +443,38 @@ mod tests {
     async fn wait_resolves_when_the_serving_pass_finishes_or_the_loop_stops() {
         let handle = handle();
         let (_, ticket) = handle.check_all();
-        let batch = handle.take().expect("queued");
+        let batch = handle.take(Instant::now()).batch.expect("queued");
         let (_, later) = handle.check_all();
-        handle.served(batch.id);
+        handle.served(&batch.tickets);
         assert!(handle.wait(ticket).await);
         handle.set_running(false);
         assert!(!handle.wait(later).await, "stopped before serving it");
         assert!(handle.is_stopped());
+    }
+
+    #[test]
+    fn the_latest_claim_goes_with_the_pass_that_takes_the_image_and_follow_ups_do_not_chain() {
+        let handle = handle();
+        let one = reference("ghcr.io/a/one:latest");
+        let claim = |c: char| -> Digest { format!("sha256:{}", c.to_string().repeat(64)).parse().expect("valid") };
+        let now = Instant::now();
+        handle.check_expecting(&one, Some(claim('a'))).expect("watched");
+        handle.check_expecting(&one, Some(claim('b'))).expect("watched");
+        let batch = handle.take(now).batch.expect("due");
+        assert_eq!(batch.claims, vec![(one.clone(), claim('b'))]);
+        handle.follow_up(&one, now);
+        handle.follow_up(&one, now);
+        assert_eq!(handle.counts().follow_ups, 1, "one queued follow-up at a time");
+        let early = handle.take(now + FOLLOW_UP_DELAY / 2);
+        assert!(early.batch.is_none());
+        assert_eq!(
+            early.next_due,
+            Some(now + FOLLOW_UP_DELAY),
+            "due sooner than the spacing"
+        );
+        let taken = handle.take(now + FOLLOW_UP_DELAY);
+        let batch = taken.batch.expect("follow-up due after its delay");
+        assert_eq!(batch.images, vec![one]);
+        assert!(batch.claims.is_empty(), "a follow-up carries no claim");
     }
 }

@@ -227,3 +227,104 @@ async fn every_pass_lands_on_the_status_board() {
     assert_eq!(metrics.refreshes_succeeded, 1);
     assert!(metrics.last_tick.is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_spread_over_the_spacing_costs_two_checks_and_the_second_waits_for_it() {
+    let source = Arc::new(SlowSource::new(Duration::from_millis(10)));
+    source.answer(A, Ok(digest('a')));
+    source.answer(B, Ok(digest('b')));
+    let mut watcher = watcher(&source, Duration::from_secs(600));
+    let trigger = watcher.trigger();
+    let status = watcher.status();
+    let a = reference(A);
+    let started = tokio::time::Instant::now();
+    let mut second_check_at = None;
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut last = None;
+        for _ in 0..10 {
+            last = Some(trigger.check(&a).expect("watched").1);
+            tokio::time::sleep(Duration::from_millis(90)).await;
+        }
+        assert!(trigger.wait(last.expect("sent")).await);
+        second_check_at = Some(started.elapsed());
+    })
+    .await;
+    assert_eq!(source.calls_for(A), 3, "the first tick, then two for the burst of ten");
+    let served = second_check_at.expect("served");
+    assert!(
+        served >= Duration::from_secs(6) && served < Duration::from_millis(6100),
+        "the second check starts one spacing after the first: {served:?}"
+    );
+    assert_eq!(status.image(&a).expect("watched").checks, 3);
+}
+
+/// Answers `before` for the first call, `lagging` for the second (a registry that announced a
+/// push before the tag was readable), then `after`.
+#[derive(Debug)]
+struct LaggingSource {
+    calls: Mutex<usize>,
+    before: Digest,
+    lagging: Result<Digest, CheckError>,
+    after: Digest,
+}
+
+#[async_trait]
+impl DigestSource for LaggingSource {
+    async fn digest(&self, _image: &ImageReference) -> Result<Digest, CheckError> {
+        let mut calls = self.calls.lock().expect("lock");
+        *calls += 1;
+        match *calls {
+            1 => Ok(self.before.clone()),
+            2 => self.lagging.clone(),
+            _ => Ok(self.after.clone()),
+        }
+    }
+}
+
+#[rstest::rstest]
+#[case::old_digest_then_the_new_one(digest('b'), Ok(digest('a')), digest('b'), "refreshed")]
+#[case::tag_half_written_then_the_new_one(
+    digest('b'),
+    Err(CheckError::new(CheckErrorKind::Server, "500 invalid checksum digest format")),
+    digest('b'),
+    "refreshed"
+)]
+#[case::claim_that_never_comes_true(digest('f'), Ok(digest('a')), digest('a'), "unchanged")]
+#[tokio::test(start_paused = true)]
+async fn a_claimed_digest_not_answered_yet_buys_exactly_one_follow_up(
+    #[case] claim: Digest,
+    #[case] lagging: Result<Digest, CheckError>,
+    #[case] after: Digest,
+    #[case] expected_result: &str,
+) {
+    // Call 1: the first tick. Call 2: the triggered check, still lagging. Call 3: the follow-up,
+    // and no more: follow-ups do not chain.
+    let source = Arc::new(LaggingSource {
+        calls: Mutex::new(0),
+        before: digest('a'),
+        lagging,
+        after,
+    });
+    let mut set = WatchSet::new();
+    set.add_image(reference(A)).expect("valid");
+    let config = WatcherConfig {
+        interval: Duration::from_secs(600),
+        jitter: 0.0,
+        ..WatcherConfig::default()
+    };
+    let mut watcher = Watcher::new(set, source.clone(), Arc::new(MonitorOnly), config).expect("watcher");
+    let trigger = watcher.trigger();
+    let status = watcher.status();
+    let a = reference(A);
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (_, ticket) = trigger.check_expecting(&a, Some(claim)).expect("watched");
+        assert!(trigger.wait(ticket).await);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    assert_eq!(*source.calls.lock().expect("lock"), 3);
+    assert_eq!(trigger.counts().follow_ups, 1);
+    assert_eq!(status.image(&a).expect("watched").last_result, Some(expected_result));
+}
