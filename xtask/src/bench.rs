@@ -1,12 +1,16 @@
 //! `cargo xtask bench`: the watcher over 1,000 repositories of a token-auth registry, a cold
-//! and a warm tick, with every request counted where it is spent (the registry's log, the
-//! token server's record), the watcher's peak RSS, and `skopeo inspect` over a sample of the
-//! same images as the yardstick. Prints a table and writes `target/bench/report.json`.
+//! tick and warm ticks, with every request counted where it is spent (the registry's log, the
+//! token server's record), the watcher's CPU time and peak RSS, and `skopeo inspect` over a
+//! sample of the same images as the yardstick. Prints a table and writes
+//! `target/bench/report.json`.
 //!
-//! The watcher runs as a child process so its memory is its own: the `watcher` library with
-//! the real `RegistryClient`, `BearerTokenProvider` and `RegistrySource`, in a release build of
-//! xtask (`xtask bench-watcher`, hidden). Parent and child step tick by tick over the child's
-//! stdin/stdout, so each tick's requests are counted alone.
+//! The watcher runs as a child process so its memory is its own:
+//! - `--watcher binary` (default): the real `imagewatch watch` binary, release build, ticking
+//!   every few seconds; each tick is measured when its `tick done` log line arrives, and the
+//!   next tick starts only after the interval, so each tick's requests are counted alone.
+//! - `--watcher library`: a release build of xtask (`xtask bench-watcher`, hidden) driving the
+//!   `watcher` library with the same client and provider; parent and child step tick by tick
+//!   over the child's stdin/stdout.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -35,8 +39,22 @@ const TARGET_REQUESTS_PER_CHECK: f64 = 1.02;
 const TARGET_WARM_TICK: Duration = Duration::from_secs(1);
 const TARGET_RSS_KIB: u64 = 30 * 1024;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatcherKind {
+    /// The real `imagewatch watch` binary (release build).
+    Binary,
+    /// The watcher library in a release build of xtask.
+    Library,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which watcher process to measure.
+    #[arg(long, value_enum, default_value = "binary")]
+    watcher: WatcherKind,
+    /// Warm ticks after the cold one (the median is held to the targets).
+    #[arg(long, default_value_t = 3)]
+    warm_ticks: usize,
     /// Repositories in the registry, each watched at `:latest`.
     #[arg(long, default_value_t = 1000)]
     repositories: usize,
@@ -76,7 +94,8 @@ struct Measured {
     rss_kib: Option<u64>,
     failed: usize,
     note: String,
-    /// The watcher's own request counters for the phase (registry-core's `ClientStats`).
+    /// What the watcher reported for the phase: registry-core's `ClientStats` (library), or
+    /// its `tick done` log event (binary).
     client_counters: Value,
     /// CPU time (user + system) the watcher process spent in the phase.
     cpu: Option<Duration>,
@@ -120,7 +139,7 @@ impl Measured {
             "peak_rss_kib": self.rss_kib,
             "failed_checks": self.failed,
             "note": self.note,
-            "client_counters": self.client_counters,
+            "watcher_report": self.client_counters,
             "watcher_cpu_ms": self.cpu.map(ms),
             "registry_cpu_ms": self.registry_cpu.map(ms),
         })
@@ -133,7 +152,10 @@ fn ms(d: Duration) -> f64 {
 
 pub fn run(args: &Args) -> Result<(), String> {
     crate::install::components()?;
-    let child_binary = release_xtask()?;
+    let child_binary = match args.watcher {
+        WatcherKind::Binary => release_binary("cli", "imagewatch")?,
+        WatcherKind::Library => release_binary("xtask", "xtask")?,
+    };
     let wd = WorkDir::new("bench");
     let token = TokenServer::start(
         &wd,
@@ -188,33 +210,51 @@ pub fn run(args: &Args) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join("\n"),
     );
+    let mut labels = vec!["cold tick".to_owned()];
+    labels.extend((1..=args.warm_ticks.max(1)).map(|i| format!("warm tick {i}")));
     let load_at_start = loadavg();
-    let ticks = run_watcher(
-        &child_binary,
-        &images_file,
-        &image.digest,
-        args.concurrency,
-        &registry,
-        &token,
-        names.len(),
-    )?;
+    let ticks = match args.watcher {
+        WatcherKind::Library => run_watcher(
+            &child_binary,
+            &images_file,
+            &image.digest,
+            args.concurrency,
+            &registry,
+            &token,
+            &labels,
+        )?,
+        WatcherKind::Binary => run_imagewatch(
+            &child_binary,
+            &wd,
+            &names
+                .iter()
+                .map(|name| registry.image_ref(name, "latest"))
+                .collect::<Vec<_>>(),
+            &image.digest,
+            args.concurrency,
+            &registry,
+            &token,
+            &labels,
+        )?,
+    };
     let yardstick = run_skopeo(&registry, &token, &names, &image.digest, args)?;
     report(&ticks, &yardstick, args, &registry.host(), &load_at_start)
 }
 
-/// The release build of xtask next to the running one (built now, if stale).
-fn release_xtask() -> Result<PathBuf, String> {
-    crate::run::cargo(&["build", "--release", "--quiet", "-p", "xtask"])?;
+/// `bin` of package `package` in release, in the target dir of the running xtask (built now,
+/// if stale).
+fn release_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
+    crate::run::cargo(&["build", "--release", "--quiet", "-p", package])?;
     let me = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
     let target = me
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| format!("{} is not in a target dir", me.display()))?;
-    let release = target.join("release").join("xtask");
+    let release = target.join("release").join(bin);
     if release.is_file() {
         Ok(release)
     } else {
-        Err(format!("no release xtask at {}", release.display()))
+        Err(format!("no release build of {bin} at {}", release.display()))
     }
 }
 
@@ -301,9 +341,12 @@ fn run_watcher(
     concurrency: usize,
     registry: &Registry,
     token: &TokenServer,
-    count: usize,
+    labels: &[String],
 ) -> Result<Vec<Measured>, String> {
-    let labels = ["cold tick", "warm tick 1", "warm tick 2", "warm tick 3"];
+    let count = std::fs::read_to_string(images)
+        .map_err(|e| format!("{}: {e}", images.display()))?
+        .lines()
+        .count();
     let mut command = Command::new(binary);
     command
         .arg("bench-watcher")
@@ -347,7 +390,7 @@ fn run_watcher(
             .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
             .ok_or_else(|| format!("the watcher reported no wall time: {report}"))?;
         out.push(Measured {
-            label: label.to_owned(),
+            label: label.clone(),
             checks: count,
             wall,
             extrapolated_from: None,
@@ -382,6 +425,149 @@ fn run_watcher(
         return Err(format!("the watcher ended with {done}"));
     }
     Ok(out)
+}
+
+/// The interval between the real binary's ticks: long enough to count one tick's requests
+/// (the registry log must settle) before the next starts.
+const BINARY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs `imagewatch watch` over `images` (credentials through the generic environment source,
+/// an empty Docker config, JSON logs) and measures each tick when it logs `tick done`.
+#[allow(clippy::too_many_arguments)]
+fn run_imagewatch(
+    binary: &Path,
+    wd: &WorkDir,
+    images: &[String],
+    expect: &str,
+    concurrency: usize,
+    registry: &Registry,
+    token: &TokenServer,
+    labels: &[String],
+) -> Result<Vec<Measured>, String> {
+    let docker_config = wd.join("docker-config");
+    std::fs::create_dir_all(&docker_config).map_err(|e| format!("mkdir {}: {e}", docker_config.display()))?;
+    let mut command = Command::new(binary);
+    command
+        .args(["--log-format", "json", "watch", "--jitter", "0"])
+        .arg("--interval")
+        .arg(format!("{}s", BINARY_INTERVAL.as_secs()))
+        .args(["--concurrency", &concurrency.to_string()])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("IMAGEWATCH_IMAGES", images.join(","))
+        .env("IMAGEWATCH_REGISTRY_HOST", registry.host())
+        .env("IMAGEWATCH_REGISTRY_USER", USER)
+        .env("IMAGEWATCH_REGISTRY_PASSWORD", PASSWORD)
+        .env("DOCKER_CONFIG", &docker_config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // Marked BEFORE the child starts: its first tick begins at once.
+    let mut mark = registry.mark();
+    token.clear();
+    let registry_pid = pid_of(registry.config_path());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id();
+    let stderr = child.stderr.take().ok_or("the watcher's stderr is not piped")?;
+    let guard = KillOnDrop(child);
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut out = Vec::new();
+    let mut cpu_before = cpu_time(pid);
+    let mut registry_cpu_before = registry_pid.and_then(cpu_time);
+    let expect_short: String = expect.chars().take("sha256:".len() + 12).collect();
+    let mut wrong_digests = 0;
+    let mut first_error = String::new();
+    for label in labels {
+        let done = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(120))
+                .map_err(|_| format!("imagewatch said nothing for 120 s during the {label}"))?;
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            match event["message"].as_str() {
+                Some("tick done") => break event,
+                Some("seeded" | "unchanged") if event["digest"].as_str() != Some(&expect_short) => {
+                    wrong_digests += 1;
+                }
+                _ => {}
+            }
+            if (event["level"] == "WARN" || event["level"] == "ERROR") && first_error.is_empty() {
+                first_error = line.clone();
+            }
+        };
+        let tick_done_at = Instant::now();
+        let cpu = cpu_time(pid);
+        let log = registry.requests_since(&mark);
+        let registry_cpu = registry_pid.and_then(cpu_time);
+        let wall = done["duration_ms"]
+            .as_u64()
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("`tick done` without duration_ms: {done}"))?;
+        let counted = |key: &str| done[key].as_u64().unwrap_or(0) as usize;
+        let good = counted("seeded") + counted("unchanged");
+        out.push(Measured {
+            label: label.clone(),
+            checks: images.len(),
+            wall,
+            extrapolated_from: None,
+            registry: log,
+            token_exchanges: token.exchange_count(),
+            token_requests: token.request_count(),
+            rss_kib: peak_rss_kib(pid),
+            failed: images.len().saturating_sub(good) + std::mem::take(&mut wrong_digests),
+            note: std::mem::take(&mut first_error),
+            client_counters: done.clone(),
+            cpu: delta(cpu, cpu_before),
+            registry_cpu: delta(registry_cpu, registry_cpu_before),
+        });
+        cpu_before = cpu;
+        mark = registry.mark();
+        token.clear();
+        registry_cpu_before = registry_pid.and_then(cpu_time);
+        if tick_done_at.elapsed() >= BINARY_INTERVAL {
+            return Err(format!(
+                "counting the {label} took {:.1}s, longer than the watcher's interval: the next tick's \
+                 requests would be mixed in",
+                tick_done_at.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    drop(guard);
+    Ok(out)
+}
+
+fn delta(after: Option<Duration>, before: Option<Duration>) -> Option<Duration> {
+    Some(after?.saturating_sub(before?))
+}
+
+/// Stops a child (SIGTERM, a moment to exit cleanly, then SIGKILL) when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn run_skopeo(
@@ -569,20 +755,35 @@ fn report(
     }
 
     let machine = machine(load_at_start);
+    let how = match args.watcher {
+        WatcherKind::Binary => format!(
+            "`imagewatch watch --interval {}s --jitter 0 --concurrency {}` (the real binary, release build; \
+             credentials from IMAGEWATCH_REGISTRY_USER/PASSWORD; tick wall = its `tick done` duration_ms)",
+            BINARY_INTERVAL.as_secs(),
+            args.concurrency
+        ),
+        WatcherKind::Library => format!(
+            "xtask bench-watcher: watcher::Watcher + RegistrySource + RegistryClient + BearerTokenProvider \
+             (release build), concurrency {}",
+            args.concurrency
+        ),
+    };
     println!(
-        "\nmachine: {} ({} cores), kernel {}, load average {} before the ticks, {} at the end; watcher = xtask bench-watcher (watcher library, \
-         release build) as a child process, concurrency {}; counts from the registry's log and the \
-         token server's record",
+        "\nmachine: {} ({} cores), kernel {}, load average {} before the ticks, {} at the end",
         machine["cpu"].as_str().unwrap_or("?"),
         machine["cores"],
         machine["kernel"].as_str().unwrap_or("?"),
         machine["loadavg_before_ticks"].as_str().unwrap_or("?"),
         machine["loadavg_at_end"].as_str().unwrap_or("?"),
-        args.concurrency
+    );
+    println!("watcher: {how}, a child process (CPU from /proc/<pid>/stat, peak RSS = VmHWM)");
+    println!(
+        "counted: at the registry (its JSON request log: every request, /v2/ probes, 401 refusals) and at the \
+         token server (its record of exchanges); registry CPU from /proc/<pid>/stat"
     );
     let document = json!({
         "registry": {"host": host, "kind": "docker-registry (CNCF distribution) token mode, plain http on loopback", "repositories": args.repositories},
-        "watcher": {"how": "xtask bench-watcher: watcher::Watcher + RegistrySource + RegistryClient + BearerTokenProvider, release build, child process", "concurrency": args.concurrency},
+        "watcher": {"how": how, "concurrency": args.concurrency},
         "machine": machine,
         "phases": rows.iter().map(|m| m.to_json()).collect::<Vec<_>>(),
         "targets": targets.iter().map(|(what, met, value)| json!({"target": what, "met": met, "value": value})).collect::<Vec<_>>(),
