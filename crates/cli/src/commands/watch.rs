@@ -21,6 +21,8 @@ use watcher::{MonitorOnly, Refresher, RegistrySource, WatchSet, Watcher, Watcher
 use crate::exit::Failure;
 use crate::wiring::{Settings, TransportArgs, provider_for};
 
+mod api;
+
 /// The platform's switch for refreshing containers; opt-in.
 pub const AUTO_REFRESH_ENV: &str = "IMAGE_AUTO_REFRESH";
 
@@ -159,6 +161,9 @@ pub struct Args {
 
     #[command(flatten)]
     transport: TransportArgs,
+
+    #[command(flatten)]
+    api: api::ApiArgs,
 }
 
 fn duration(value: &str) -> Result<Duration, String> {
@@ -228,6 +233,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         client = client.with_provider(host.clone(), settings.kind_for(&host), provider.clone());
         providers.insert(host, provider);
     }
+    let stats = client.stats().clone();
     let source = RegistrySource::new(Arc::new(client));
     let refresher = refresher(&args, kind, providers).await?;
     let config = WatcherConfig {
@@ -247,6 +253,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     );
     let mut watcher = Watcher::new(set, Arc::new(source), refresher, config).map_err(Failure::config)?;
 
+    let server = args.api.start(&watcher, stats, args.once).await?;
     if args.once {
         let report = watcher.tick().await;
         print!("{report}");
@@ -259,7 +266,11 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    watcher.run(shutdown_signal()).await.map_err(Failure::check)?;
+    let stopped = watcher.run(shutdown_signal()).await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    stopped.map_err(Failure::check)?;
     Ok(ExitCode::SUCCESS)
 }
 
