@@ -51,6 +51,11 @@ pub(crate) fn describe(error: &SdkError<GetAuthorizationTokenError>, target: &Ta
     if let Some(credentials) = find_in_chain::<CredentialsError>(error) {
         return describe_credentials(credentials);
     }
+    // An SDK config built without any credentials provider fails before dispatch with "no
+    // identity resolver"; to the operator that is the same as finding no credentials.
+    if chain(error).contains("identity resolver") {
+        return format!("no AWS credentials configured; imagewatch looks in the {CREDENTIAL_SOURCES}");
+    }
     let registry = target.registry;
     let account = &registry.account;
     let region = &registry.region;

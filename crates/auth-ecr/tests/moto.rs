@@ -281,3 +281,19 @@ async fn an_endpoint_that_is_not_ecr_says_so() {
     let registry_of = |host: &str| EcrRegistry::from_host(&common::host(host));
     assert!(registry_of("ghcr.io").is_none());
 }
+
+#[tokio::test]
+async fn a_config_without_any_credentials_provider_says_no_credentials() {
+    let moto = Moto::start(&test_support::WorkDir::new("ecr-no-provider"));
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint_url())
+        .build();
+    let error = EcrProvider::with_sdk_config(sdk)
+        .credentials(&ecr_host())
+        .await
+        .expect_err("no credentials provider")
+        .to_string();
+    assert!(error.contains("no AWS credentials configured"), "{error}");
+    assert_eq!(moto.get_authorization_token_calls(), 0);
+}
