@@ -155,9 +155,15 @@ impl Refresher for ExecRefresher {
 
     async fn refresh(&self, event: &RefreshEvent) -> Result<RefreshOutcome, RefreshError> {
         match self.run(event).await {
-            Ok(_) => Ok(RefreshOutcome::new(format!(
+            Ok(run) if run.stdout.trim().is_empty() => Ok(RefreshOutcome::new(format!(
                 "{} exited with code 0",
                 self.config.program.display()
+            ))),
+            // What the command printed is what an operator wants to see in the log line.
+            Ok(run) => Ok(RefreshOutcome::new(format!(
+                "{} exited with code 0: {}",
+                self.config.program.display(),
+                tail(run.stdout.as_bytes())
             ))),
             Err(error) => Err(RefreshError::new(error.to_string())),
         }

@@ -192,6 +192,15 @@ async fn arguments_are_passed_without_a_shell() {
 }
 
 #[tokio::test]
+async fn what_the_command_printed_is_in_the_refresh_outcome() {
+    let outcome = sh("echo recreated ws-1", Duration::from_secs(10))
+        .refresh(&event())
+        .await
+        .expect("exit 0");
+    assert_eq!(outcome.summary(), "/bin/sh exited with code 0: recreated ws-1");
+}
+
+#[tokio::test]
 async fn non_zero_exit_fails_with_the_code_and_the_stderr_tail() {
     let error = sh(
         "echo starting; echo 'registry said no' >&2; exit 3",
