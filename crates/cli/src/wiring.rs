@@ -2,10 +2,12 @@
 //! credentials come from. Every command that talks to a registry or the Docker Engine goes
 //! through here, so no command can pin a host or an auth flow of its own.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_ecr::EcrProvider;
 use auth_ghcr::BearerTokenProvider;
 use registry_core::client::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, RegistryClient, Transport, TransportConfig,
@@ -55,39 +57,52 @@ pub fn keychain_for(settings: &Settings, host: &RegistryHost, kind: &ProviderKin
     Ok(chain)
 }
 
+/// A registry client and the provider of each host it was wired for. The same provider serves
+/// a host's digest checks and its Docker pulls, so both share one token cache.
+pub struct Wired {
+    pub client: RegistryClient,
+    pub providers: HashMap<RegistryHost, Arc<dyn TokenProvider>>,
+}
+
+/// Wires a provider to each of `hosts` (see [`provider_for`]) and a client that uses them. ECR
+/// hosts share one `EcrProvider`: the AWS configuration is loaded once, and hosts of one
+/// account and region share one token.
+pub async fn wire(settings: &Settings, transport: Arc<Transport>, hosts: &[RegistryHost]) -> Result<Wired, Failure> {
+    let mut client = RegistryClient::new(transport.clone());
+    let mut providers = HashMap::new();
+    let mut ecr = None;
+    for host in hosts {
+        let provider = provider_for(settings, &transport, host, &mut ecr).await?;
+        client = client.with_provider(host.clone(), settings.kind_for(host), provider.clone());
+        providers.insert(host.clone(), provider);
+    }
+    Ok(Wired { client, providers })
+}
+
 /// THE mapping from a host's provider kind to the `TokenProvider` that answers its challenges.
 /// GHCR and generic registries get the challenge-driven bearer flow (auth-ghcr) over the
-/// host's keychain; ECR registries get auth-ecr's GetAuthorizationToken provider.
-pub async fn provider_for(
+/// host's keychain; ECR registries get auth-ecr's GetAuthorizationToken provider, the one in
+/// `ecr` (created on first need).
+async fn provider_for(
     settings: &Settings,
     transport: &Arc<Transport>,
     host: &RegistryHost,
+    ecr: &mut Option<Arc<EcrProvider>>,
 ) -> Result<Arc<dyn TokenProvider>, Failure> {
     Ok(match settings.kind_for(host) {
         kind @ (ProviderKind::Ghcr | ProviderKind::Generic) => Arc::new(BearerTokenProvider::new(
             transport.clone(),
             Arc::new(keychain_for(settings, host, &kind)?),
         )),
-        ProviderKind::Ecr(registry) => Arc::new(
-            auth_ecr::EcrProvider::from_env()
-                .await
-                .with_registry(host.clone(), registry),
-        ),
+        ProviderKind::Ecr(registry) => {
+            let provider = match ecr {
+                Some(provider) => provider.clone(),
+                None => ecr.insert(Arc::new(EcrProvider::from_env().await)).clone(),
+            };
+            provider.add_registry(host.clone(), registry);
+            provider
+        }
     })
-}
-
-/// A registry client with the provider `provider_for` picks for each of `hosts`.
-pub async fn registry_client(
-    settings: &Settings,
-    transport: Arc<Transport>,
-    hosts: &[RegistryHost],
-) -> Result<RegistryClient, Failure> {
-    let mut client = RegistryClient::new(transport.clone());
-    for host in hosts {
-        let provider = provider_for(settings, &transport, host).await?;
-        client = client.with_provider(host.clone(), settings.kind_for(host), provider);
-    }
-    Ok(client)
 }
 
 /// How imagewatch reaches registries: flags with environment fallbacks, shared by every
@@ -146,9 +161,39 @@ impl TransportArgs {
 /// provider would authenticate with.
 pub async fn engine_credentials(settings: &Settings, host: &RegistryHost) -> Result<Option<Credentials>, Failure> {
     let transport = Arc::new(Transport::new(TransportConfig::default()).map_err(Failure::config)?);
-    provider_for(settings, &transport, host)
-        .await?
-        .engine_credentials(host)
-        .await
-        .map_err(Failure::check)
+    let wired = wire(settings, transport, std::slice::from_ref(host)).await?;
+    match wired.providers.get(host) {
+        Some(provider) => provider.engine_credentials(host).await.map_err(Failure::check),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(value: &str) -> RegistryHost {
+        value.parse().expect("valid host")
+    }
+
+    #[tokio::test]
+    async fn ecr_hosts_share_one_provider_and_others_get_their_own() {
+        let settings = Settings {
+            prefix: "ghcr.io/molecule-ai".parse().expect("valid"),
+            overrides: "mirror.example.com=ecr:123456789012:us-east-1".parse().expect("valid"),
+        };
+        let ecr = host("123456789012.dkr.ecr.us-east-1.amazonaws.com");
+        let mirror = host("mirror.example.com");
+        let ghcr = host("ghcr.io");
+        let transport = Arc::new(Transport::new(TransportConfig::default()).expect("transport"));
+        let wired = wire(&settings, transport, &[ecr.clone(), mirror.clone(), ghcr.clone()])
+            .await
+            .expect("wired");
+        let same = |a: &RegistryHost, b: &RegistryHost| {
+            std::ptr::addr_eq(Arc::as_ptr(&wired.providers[a]), Arc::as_ptr(&wired.providers[b]))
+        };
+        assert!(same(&ecr, &mirror), "ECR hosts must share one EcrProvider");
+        assert!(!same(&ecr, &ghcr));
+        assert_eq!(wired.providers.len(), 3);
+    }
 }

@@ -8,7 +8,7 @@ use registry_core::ImageReference;
 use serde::Serialize;
 
 use crate::exit::Failure;
-use crate::wiring::{Settings, TransportArgs, registry_client};
+use crate::wiring::{Settings, TransportArgs, wire};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,7 +33,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::from_env()?;
     let transport = args.transport.transport()?;
     let host = reference.host().clone();
-    let client = registry_client(&settings, transport, std::slice::from_ref(&host)).await?;
+    let client = wire(&settings, transport, std::slice::from_ref(&host)).await?.client;
     let digest = client.manifest_digest(&reference).await.map_err(Failure::check)?;
     if args.json {
         let answer = Answer {

@@ -13,13 +13,12 @@ use refresh::{
     ContainerFilter, DockerConfig, DockerMode, DockerRefresher, ExecConfig, ExecRefresher, ProviderEngineAuth,
     WebhookConfig, WebhookRefresher,
 };
-use registry_core::client::RegistryClient;
 use registry_core::{ImageReference, RegistryHost, Secret, TokenProvider};
 use tracing::info;
 use watcher::{MonitorOnly, Refresher, RegistrySource, WatchSet, Watcher, WatcherConfig};
 
 use crate::exit::Failure;
-use crate::wiring::{Settings, TransportArgs, provider_for};
+use crate::wiring::{Settings, TransportArgs, Wired, wire};
 
 mod api;
 
@@ -225,14 +224,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     }
     let transport = args.transport.transport()?;
 
-    // One provider per host, shared by the digest checks and the Docker pulls (one token cache).
-    let mut providers: HashMap<RegistryHost, Arc<dyn TokenProvider>> = HashMap::new();
-    let mut client = RegistryClient::new(transport.clone());
-    for host in set.hosts() {
-        let provider = provider_for(&settings, &transport, &host).await?;
-        client = client.with_provider(host.clone(), settings.kind_for(&host), provider.clone());
-        providers.insert(host, provider);
-    }
+    let Wired { client, providers } = wire(&settings, transport, &set.hosts()).await?;
     let stats = client.stats().clone();
     let source = RegistrySource::new(Arc::new(client));
     let refresher = refresher(&args, kind, providers).await?;
