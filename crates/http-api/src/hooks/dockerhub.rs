@@ -51,12 +51,7 @@ mod tests {
     #[case::namespace_and_name(r#"{"push_data":{"tag":"v1"},"repository":{"namespace":"me","name":"app"}}"#, &["docker.io/me/app:v1"])]
     #[case::no_tag_is_every_tag(r#"{"push_data":{},"repository":{"repo_name":"me/app"}}"#, &["docker.io/me/app:*"])]
     fn a_push_names_the_repository_and_tag(#[case] body: &str, #[case] expected: &[&str]) {
-        let named: Vec<String> = names(body.as_bytes())
-            .expect("valid")
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(named, expected);
+        assert_eq!(crate::hooks::shown(names(body.as_bytes())), expected);
     }
 
     #[test]

@@ -87,3 +87,13 @@ pub(crate) fn url_host(value: &str) -> Option<registry_core::RegistryHost> {
     };
     host.parse().ok()
 }
+
+/// What a parser named, as strings, for tests to compare with a table.
+#[cfg(test)]
+pub(crate) fn shown(named: Result<Vec<NamedImage>, PayloadError>) -> Vec<String> {
+    named
+        .expect("a valid payload")
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
