@@ -121,9 +121,10 @@ pub struct Args {
         value_name = "SECRET",
         env = "IMAGEWATCH_WEBHOOK_SECRET",
         hide_env_values = true,
+        value_parser = api::secret,
         help_heading = "Webhook refresher"
     )]
-    webhook_secret: Option<String>,
+    webhook_secret: Option<Secret>,
     /// Per attempt.
     #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration, help_heading = "Webhook refresher")]
     webhook_timeout: Duration,
@@ -303,7 +304,7 @@ async fn refresher(
                 .parse()
                 .map_err(|e| Failure::Config(format!("--webhook-url is not a URL ({e}); expected `https://...`")))?;
             let mut config = WebhookConfig::new(url);
-            config.secret = args.webhook_secret.clone().filter(|s| !s.is_empty()).map(Secret::new);
+            config.secret = args.webhook_secret.clone().filter(|s| !s.is_empty());
             config.timeout = args.webhook_timeout;
             config.attempts = args.webhook_attempts.max(1);
             Arc::new(WebhookRefresher::new(config).map_err(Failure::config)?)
@@ -338,5 +339,45 @@ async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => info!(signal = "SIGINT", "stopping"),
         () = terminate => info!(signal = "SIGTERM", "stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    #[test]
+    fn debug_of_the_arguments_never_shows_a_secret() {
+        let secrets = [
+            "webhook-s3cret",
+            "api-s3cret",
+            "hook-s3cret",
+            "github-s3cret",
+            "gitea-s3cret",
+        ];
+        let command = Command::try_parse_from([
+            "watch",
+            "--webhook-secret",
+            secrets[0],
+            "--api-token",
+            secrets[1],
+            "--hook-token",
+            secrets[2],
+            "--github-secret",
+            secrets[3],
+            "--gitea-secret",
+            secrets[4],
+        ])
+        .expect("valid arguments");
+        let printed = format!("{command:?}");
+        for secret in secrets {
+            assert!(!printed.contains(secret), "{secret} printed in {printed}");
+        }
     }
 }

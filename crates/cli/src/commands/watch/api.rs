@@ -39,7 +39,9 @@ fn listen(value: &str) -> Result<ListenAddr, String> {
     value.parse().map_err(|e: http_api::ListenError| e.to_string())
 }
 
-fn secret(value: &str) -> Result<Secret, String> {
+/// A secret from a flag or variable, trimmed; parsed straight into `Secret` so no `Debug` of
+/// the arguments can show it.
+pub(super) fn secret(value: &str) -> Result<Secret, String> {
     Ok(Secret::new(value.trim()))
 }
 
