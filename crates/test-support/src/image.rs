@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -89,7 +90,30 @@ pub struct ImageSpec {
     env: Vec<String>,
     cmd: Option<Vec<String>>,
     entrypoint: Option<Vec<String>>,
+    healthcheck: Option<Healthcheck>,
     platform: Platform,
+}
+
+/// The config `Healthcheck` as the Docker daemon reads it from an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Healthcheck {
+    test: Vec<String>,
+    interval: Duration,
+    timeout: Duration,
+    retries: u32,
+}
+
+impl Healthcheck {
+    /// Docker's image JSON: durations in nanoseconds.
+    fn to_json(&self) -> serde_json::Value {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        json!({
+            "Test": self.test,
+            "Interval": nanos(self.interval),
+            "Timeout": nanos(self.timeout),
+            "Retries": self.retries,
+        })
+    }
 }
 
 impl Default for ImageSpec {
@@ -107,6 +131,7 @@ impl ImageSpec {
             env: Vec::new(),
             cmd: None,
             entrypoint: None,
+            healthcheck: None,
             platform: Platform::linux_amd64(),
         }
     }
@@ -196,6 +221,19 @@ impl ImageSpec {
     /// Sets the config `Entrypoint`.
     pub fn entrypoint(mut self, entrypoint: &[&str]) -> ImageSpec {
         self.entrypoint = Some(entrypoint.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// Sets the config `Healthcheck` (Dockerfile `HEALTHCHECK`): `test` in Docker's form
+    /// (`["CMD", "/bin/busybox", "true"]`, `["CMD-SHELL", "..."]` or `["NONE"]`), probed every
+    /// `interval`, each probe given `timeout`, unhealthy after `retries` failures in a row.
+    pub fn healthcheck(mut self, test: &[&str], interval: Duration, timeout: Duration, retries: u32) -> ImageSpec {
+        self.healthcheck = Some(Healthcheck {
+            test: test.iter().map(|s| s.to_string()).collect(),
+            interval,
+            timeout,
+            retries,
+        });
         self
     }
 
@@ -364,6 +402,9 @@ fn write_image(work_dir: &WorkDir, dir: &Path, spec: &ImageSpec) -> (serde_json:
     }
     if !spec.labels.is_empty() {
         config_section.insert("Labels".into(), json!(spec.labels));
+    }
+    if let Some(healthcheck) = &spec.healthcheck {
+        config_section.insert("Healthcheck".into(), healthcheck.to_json());
     }
     let mut config = json!({
         "created": "1970-01-01T00:00:00Z",
