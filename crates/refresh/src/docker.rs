@@ -1,7 +1,10 @@
 //! The Docker refresher: pulls the moved image through the Docker Engine API (bollard) with the
 //! image host's `X-Registry-Auth`, then recreates (or removes) every container configured with
 //! that reference. It never leaves a service down: a recreate that fails after the old container
-//! was stopped puts the old one back under its name and starts it again.
+//! was stopped puts the old one back under its name and starts it again. That includes a new
+//! container that starts and then does not prove itself: one that exits (or is restarted by its
+//! restart policy) within the settle period, or whose health check does not report `healthy` in
+//! time. The old container is removed only once the new one has proven itself.
 //!
 //! It compares images by the engine's image ID only, never a local digest with a registry
 //! digest (a multi-arch index digest never equals a platform digest).
@@ -10,17 +13,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, EndpointSettings, ImageConfig,
-    NetworkConnectRequest, NetworkingConfig,
+    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
+    HealthStatusEnum, ImageConfig, NetworkConnectRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
@@ -36,6 +39,12 @@ pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const ASIDE_MARK: &str = "-imagewatch-old-";
 /// Marks the container a recreate builds before it takes the old one's name.
 const NEW_MARK: &str = "-imagewatch-new-";
+/// How often a new container is inspected while it proves itself.
+const VERIFY_POLL: Duration = Duration::from_millis(250);
+/// How many of its last log lines a new container that went down reports.
+const LOG_TAIL_LINES: usize = 10;
+/// At most this many characters of logs or probe output in a failure message (the end is kept).
+const OUTPUT_LIMIT: usize = 1000;
 
 /// What to do with the containers of a moved image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +124,13 @@ pub struct DockerConfig {
     pub api_timeout: Duration,
     /// The whole pull, to the end of its progress stream.
     pub pull_timeout: Duration,
+    /// How long a recreated container must keep running (no exit, no restart) before the old one
+    /// is removed; otherwise the old one is put back. `ZERO` means one look right after start.
+    pub settle: Duration,
+    /// How long a recreated container whose image or configuration has a health check gets to
+    /// report `healthy` (counted from its start, and never less than `settle`); `unhealthy`
+    /// before that, or still `starting` after it, puts the old one back.
+    pub health_timeout: Duration,
 }
 
 impl Default for DockerConfig {
@@ -126,6 +142,8 @@ impl Default for DockerConfig {
             stop_timeout: Duration::from_secs(10),
             api_timeout: Duration::from_secs(120),
             pull_timeout: Duration::from_secs(600),
+            settle: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -166,7 +184,8 @@ impl DockerOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerFailure {
     pub container: String,
-    /// The step that failed (`create`, `stop`, `rename`, `start`, `remove`, ...).
+    /// The step that failed (`create`, `stop old`, `rename new`, `start new`, `verify`,
+    /// `remove`, ...).
     pub step: &'static str,
     pub message: String,
     /// What the rollback did: the old container running again under its name, or why not.
@@ -450,8 +469,9 @@ impl DockerRefresher {
     }
 
     /// create new (parked name) -> stop old -> rename old aside -> rename new -> start new ->
-    /// remove old. Any failure from the stop on removes the new container, gives the old one its
-    /// name back and starts it if it was running.
+    /// verify new -> remove old. Any failure from the stop on removes the new container, gives
+    /// the old one its name back and starts it if it was running. A container that was not
+    /// running is only created, so there is nothing to verify.
     async fn recreate(
         &self,
         old: &ContainerInspectResponse,
@@ -535,6 +555,17 @@ impl DockerRefresher {
             let rollback = self.roll_back(&new_id, &old_id, Some(&aside), &name, was_running).await;
             return Err(failure("start new", describe(&e), rollback));
         }
+        if was_running && let Err(why) = self.verify(&name, &new_id).await {
+            // A graceful stop first, so the new container's process can shut down cleanly; the
+            // forced remove of the rollback covers a stop that fails.
+            let seconds = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+            let stop = StopContainerOptionsBuilder::new().t(seconds).build();
+            if let Err(e) = self.docker.stop_container(&new_id, Some(stop)).await {
+                debug!(container = %name, error = %describe(&e), "stopping the unproven new container");
+            }
+            let rollback = self.roll_back(&new_id, &old_id, Some(&aside), &name, was_running).await;
+            return Err(failure("verify", why, rollback));
+        }
         let remove = RemoveContainerOptionsBuilder::new().force(true).build();
         if let Err(e) = self.docker.remove_container(&old_id, Some(remove)).await {
             let warning = format!(
@@ -546,6 +577,63 @@ impl DockerRefresher {
         }
         info!(container = %name, old_id = %short_id(&old_id), new_id = %short_id(&new_id), started = was_running, "recreated on the new image");
         Ok(())
+    }
+
+    /// Watches the just started container `new_id` until it has proven itself (see
+    /// [`judge`]). Answers why not: how it went down with its last log lines, or what its
+    /// health check said.
+    async fn verify(&self, name: &str, new_id: &str) -> Result<(), String> {
+        let started = Instant::now();
+        debug!(container = %name, settle_ms = self.config.settle.as_millis(), "verifying the new container");
+        loop {
+            let elapsed = started.elapsed();
+            let inspected = self
+                .docker
+                .inspect_container(new_id, None)
+                .await
+                .map_err(|e| format!("the new container could not be inspected: {}", describe(&e)))?;
+            match judge(&inspected, elapsed, self.config.settle, self.config.health_timeout) {
+                Verdict::Wait => tokio::time::sleep(VERIFY_POLL).await,
+                Verdict::Proven { health } => {
+                    info!(container = %name, elapsed_ms = elapsed.as_millis(), health = health.map_or("none".into(), |h| h.to_string()), "new container proven");
+                    return Ok(());
+                }
+                Verdict::Down(why) => return Err(format!("the new container {why}; {}", self.log_tail(new_id).await)),
+                Verdict::Unhealthy(why) => return Err(format!("the new container {why}")),
+            }
+        }
+    }
+
+    /// The last [`LOG_TAIL_LINES`] lines the container wrote, for an error message.
+    async fn log_tail(&self, id: &str) -> String {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&LOG_TAIL_LINES.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut text = String::new();
+        let read = async {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(output) => text.push_str(&output.to_string()),
+                    Err(e) => return Err(describe(&e)),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.config.api_timeout, read).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("its logs could not be read: {e}"),
+            Err(_) => return "its logs could not be read in time".into(),
+        }
+        let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
+        if lines.is_empty() {
+            "it wrote no log output".into()
+        } else {
+            let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+            format!("its last log lines: {}", clip_front(&lines[start..].join(" | ")))
+        }
     }
 
     async fn rename(&self, container: &str, to: &str) -> Result<(), String> {
@@ -618,6 +706,119 @@ impl Refresher for DockerRefresher {
             Ok(outcome) => Ok(RefreshOutcome::new(outcome.summary())),
             Err(error) => Err(RefreshError::new(error.to_string())),
         }
+    }
+}
+
+/// What one look at a just started container says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Not proven yet: look again.
+    Wait,
+    /// Running through the settle period and, when it has a health check, healthy.
+    Proven { health: Option<HealthStatusEnum> },
+    /// Exited, restarted or otherwise not running: why, without its logs.
+    Down(String),
+    /// Its health check said no, or did not say yes in time.
+    Unhealthy(String),
+}
+
+/// Judges a container `elapsed` after its start: it must be running, never restarted, through
+/// `settle`; with a health check (`State.Health`) it must also become `healthy`, and fails on
+/// `unhealthy` or when still `starting` at `health_timeout` (counted from the start).
+fn judge(
+    container: &ContainerInspectResponse,
+    elapsed: Duration,
+    settle: Duration,
+    health_timeout: Duration,
+) -> Verdict {
+    let state = container.state.clone().unwrap_or_default();
+    let exit_code = state.exit_code.unwrap_or(0);
+    let restarts = container.restart_count.unwrap_or(0);
+    if state.restarting == Some(true) || restarts > 0 {
+        let last_exit = if exit_code == 0 {
+            String::new()
+        } else {
+            format!(" (last exit code {exit_code})")
+        };
+        return Verdict::Down(format!(
+            "is crash-looping: exited and was restarted by its restart policy {} time(s){last_exit}",
+            restarts.max(1)
+        ));
+    }
+    if state.running != Some(true) {
+        let mut why = match state.status {
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) | None => {
+                format!("exited with code {exit_code}")
+            }
+            Some(status) => format!("is not running (status {status}, exit code {exit_code})"),
+        };
+        why.push_str(&format!(" {:.1}s after its start", elapsed.as_secs_f32()));
+        if state.oom_killed == Some(true) {
+            why.push_str(", killed for running out of memory");
+        }
+        if let Some(error) = state.error.filter(|e| !e.is_empty()) {
+            why.push_str(&format!(" ({error})"));
+        }
+        return Verdict::Down(why);
+    }
+    let health = state
+        .health
+        .filter(|h| !matches!(h.status, None | Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY)));
+    let Some(health) = health else {
+        return if elapsed >= settle {
+            Verdict::Proven { health: None }
+        } else {
+            Verdict::Wait
+        };
+    };
+    let last_probe = || {
+        health.log.as_ref().and_then(|log| log.last()).map_or_else(
+            || "no probe has finished".to_owned(),
+            |probe| {
+                let output = probe
+                    .output
+                    .as_deref()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let output = if output.is_empty() {
+                    "no output".to_owned()
+                } else {
+                    clip_front(&output)
+                };
+                format!("last probe exit code {}: {output}", probe.exit_code.unwrap_or(-1))
+            },
+        )
+    };
+    match health.status {
+        Some(HealthStatusEnum::UNHEALTHY) => Verdict::Unhealthy(format!(
+            "is unhealthy after {} failing health probe(s) ({})",
+            health.failing_streak.unwrap_or(0),
+            last_probe()
+        )),
+        Some(HealthStatusEnum::HEALTHY) if elapsed >= settle => Verdict::Proven {
+            health: Some(HealthStatusEnum::HEALTHY),
+        },
+        Some(status) if status != HealthStatusEnum::HEALTHY && elapsed >= health_timeout.max(settle) => {
+            Verdict::Unhealthy(format!(
+                "was not healthy within {:.1}s (health status {status}; {})",
+                health_timeout.max(settle).as_secs_f32(),
+                last_probe()
+            ))
+        }
+        _ => Verdict::Wait,
+    }
+}
+
+/// `text` cut to its last [`OUTPUT_LIMIT`] characters (the end says the most).
+fn clip_front(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= OUTPUT_LIMIT {
+        text.to_owned()
+    } else {
+        let kept: String = text.chars().skip(count - OUTPUT_LIMIT).collect();
+        format!("...{kept}")
     }
 }
 
@@ -806,8 +1007,15 @@ fn describe(error: &BollardError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::{ContainerState, HostConfig, NetworkSettings};
+    use bollard::models::{ContainerState, Health, HealthcheckResult, HostConfig, NetworkSettings};
     use rstest::rstest;
+
+    const RUNNING: ContainerStateStatusEnum = ContainerStateStatusEnum::RUNNING;
+    const EXITED: ContainerStateStatusEnum = ContainerStateStatusEnum::EXITED;
+    const CREATED: ContainerStateStatusEnum = ContainerStateStatusEnum::CREATED;
+    const STARTING: HealthStatusEnum = HealthStatusEnum::STARTING;
+    const HEALTHY: HealthStatusEnum = HealthStatusEnum::HEALTHY;
+    const UNHEALTHY: HealthStatusEnum = HealthStatusEnum::UNHEALTHY;
 
     fn strings(values: &[&str]) -> Option<Vec<String>> {
         Some(values.iter().map(|v| (*v).to_owned()).collect())
@@ -944,6 +1152,89 @@ mod tests {
             ContainerFilter::parse_label(input).ok(),
             expected.map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
+    }
+
+    /// A container as inspect shows it: `running`, `status`, `exit_code`, `restarts`, and the
+    /// health status with the last probe's output when it has a health check.
+    fn started(
+        running: bool,
+        status: ContainerStateStatusEnum,
+        exit_code: i64,
+        restarts: i64,
+        health: Option<(HealthStatusEnum, &str)>,
+    ) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            restart_count: Some(restarts),
+            state: Some(ContainerState {
+                running: Some(running),
+                restarting: Some(false),
+                status: Some(status),
+                exit_code: Some(exit_code),
+                health: health.map(|(status, output)| Health {
+                    status: Some(status),
+                    failing_streak: Some(i64::from(status == HealthStatusEnum::UNHEALTHY)),
+                    log: Some(vec![HealthcheckResult {
+                        exit_code: Some(i64::from(status == HealthStatusEnum::UNHEALTHY)),
+                        output: Some(output.to_owned()),
+                        ..HealthcheckResult::default()
+                    }]),
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerInspectResponse::default()
+        }
+    }
+
+    enum Expect {
+        Wait,
+        Proven,
+        Down(&'static str),
+        Unhealthy(&'static str),
+    }
+
+    const SETTLE: Duration = Duration::from_secs(5);
+    const HEALTH: Duration = Duration::from_secs(60);
+
+    #[rstest]
+    #[case::running_within_settle(started(true, RUNNING, 0, 0, None), 1, Expect::Wait)]
+    #[case::running_through_settle(started(true, RUNNING, 0, 0, None), 5, Expect::Proven)]
+    #[case::exited_at_once(started(false, EXITED, 3, 0, None), 0, Expect::Down("exited with code 3"))]
+    #[case::exited_cleanly_still_down(started(false, EXITED, 0, 0, None), 0, Expect::Down("exited with code 0"))]
+    #[case::restarted_by_policy(
+        started(true, RUNNING, 0, 2, None),
+        1,
+        Expect::Down("restarted by its restart policy 2 time(s)")
+    )]
+    #[case::never_started(started(false, CREATED, 0, 0, None), 0, Expect::Down("not running (status created"))]
+    #[case::starting_health(started(true, RUNNING, 0, 0, Some((STARTING, ""))), 30, Expect::Wait)]
+    #[case::healthy_before_settle(started(true, RUNNING, 0, 0, Some((HEALTHY, ""))), 1, Expect::Wait)]
+    #[case::healthy_after_settle(started(true, RUNNING, 0, 0, Some((HEALTHY, ""))), 5, Expect::Proven)]
+    #[case::unhealthy(started(true, RUNNING, 0, 0, Some((UNHEALTHY, "db down\n"))), 1, Expect::Unhealthy("unhealthy after 1 failing health probe(s) (last probe exit code 1: db down)"))]
+    #[case::health_timeout(started(true, RUNNING, 0, 0, Some((STARTING, ""))), 60, Expect::Unhealthy("not healthy within 60.0s (health status starting"))]
+    #[case::health_none_is_no_check(started(true, RUNNING, 0, 0, Some((HealthStatusEnum::NONE, ""))), 5, Expect::Proven)]
+    #[case::exit_beats_health(started(false, EXITED, 137, 0, Some((HEALTHY, ""))), 9, Expect::Down("exited with code 137"))]
+    fn new_container_proves_itself_by_running_through_settle_and_being_healthy(
+        #[case] container: ContainerInspectResponse,
+        #[case] elapsed_secs: u64,
+        #[case] expected: Expect,
+    ) {
+        let verdict = judge(&container, Duration::from_secs(elapsed_secs), SETTLE, HEALTH);
+        match (&verdict, expected) {
+            (Verdict::Wait, Expect::Wait) | (Verdict::Proven { .. }, Expect::Proven) => {}
+            (Verdict::Down(why), Expect::Down(part)) | (Verdict::Unhealthy(why), Expect::Unhealthy(part)) => {
+                assert!(why.contains(part), "{why:?} lacks {part:?}");
+            }
+            _ => panic!("unexpected verdict {verdict:?}"),
+        }
+    }
+
+    #[test]
+    fn clip_keeps_the_end_of_long_output() {
+        let long = format!("{}end", "x".repeat(OUTPUT_LIMIT));
+        let clipped = clip_front(&long);
+        assert!(clipped.starts_with("...") && clipped.ends_with("end"), "{clipped}");
+        assert_eq!(clipped.chars().count(), OUTPUT_LIMIT + 3);
+        assert_eq!(clip_front("short"), "short");
     }
 
     #[tokio::test]
