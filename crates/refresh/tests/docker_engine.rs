@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthStatusEnum, HostConfig,
+    NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -21,6 +22,7 @@ use bollard::query_parameters::{
 };
 use refresh::{ContainerFilter, DockerConfig, DockerError, DockerMode, DockerRefresher, StaticEngineAuth};
 use registry_core::{Credentials, Digest, ImageReference};
+use rstest::rstest;
 use test_support::{ImageSpec, ManifestFormat, Registry, RegistryConfig, RegistryTls, WorkDir, build_image, skopeo};
 use watcher::{RefreshEvent, Refresher};
 
@@ -95,18 +97,30 @@ impl Fixture {
     }
 
     async fn refresher(&self, password: &str, mode: DockerMode, name_prefix: &str) -> DockerRefresher {
-        let auth = StaticEngineAuth::new().with(self.image.host().clone(), Credentials::basic(USER, password));
-        let config = DockerConfig {
-            mode,
-            filter: ContainerFilter {
-                name_prefix: Some(name_prefix.to_owned()),
-                label: None,
+        self.refresher_with(
+            password,
+            DockerConfig {
+                mode,
+                filter: ContainerFilter {
+                    name_prefix: Some(name_prefix.to_owned()),
+                    label: None,
+                },
+                ..test_config()
             },
-            // busybox `sleep` as PID 1 ignores SIGTERM: do not wait the default 10 s for it.
-            stop_timeout: Duration::from_secs(1),
-            ..DockerConfig::default()
-        };
+        )
+        .await
+    }
+
+    async fn refresher_with(&self, password: &str, config: DockerConfig) -> DockerRefresher {
+        let auth = StaticEngineAuth::new().with(self.image.host().clone(), Credentials::basic(USER, password));
         DockerRefresher::connect(config, Arc::new(auth)).await.expect("engine")
+    }
+
+    /// Registers what the reference names locally now (a pulled v2) for clean-up; answers its ID.
+    async fn track_current_image(&self) -> Option<String> {
+        let id = self.docker.inspect_image(&self.image.to_string()).await.ok()?.id?;
+        self.image_ids.lock().expect("lock").push(id.clone());
+        Some(id)
     }
 
     async fn pull(&self, refresher: &DockerRefresher) -> String {
@@ -135,6 +149,32 @@ impl Fixture {
                         ..EndpointSettings::default()
                     },
                 )])),
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(name).build()), body)
+            .await
+            .expect("container created");
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .expect("container started");
+        created.id
+    }
+
+    /// Creates and starts a container that keeps the image's own command and health check, so
+    /// those of a new image apply after a recreate.
+    async fn run_image_default(&self, name: &str, restart: Option<RestartPolicyNameEnum>) -> String {
+        let body = ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            host_config: Some(HostConfig {
+                restart_policy: restart.map(|name| RestartPolicy {
+                    name: Some(name),
+                    maximum_retry_count: None,
+                }),
+                ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
         };
@@ -200,6 +240,17 @@ impl Drop for Fixture {
             });
         });
         let _ = cleanup.join();
+    }
+}
+
+/// The refresher configuration of these tests, with short waits.
+fn test_config() -> DockerConfig {
+    DockerConfig {
+        // busybox `sleep` as PID 1 ignores SIGTERM: do not wait the default 10 s for it.
+        stop_timeout: Duration::from_secs(1),
+        settle: Duration::from_secs(1),
+        health_timeout: Duration::from_secs(15),
+        ..DockerConfig::default()
     }
 }
 
@@ -416,4 +467,127 @@ async fn auto_remove_container_is_refused_not_stopped() {
     let container = fx.inspect(&name).await;
     assert!(running(&container));
     assert_eq!(container.image.as_deref(), Some(v1.as_str()));
+}
+
+/// busybox v2 whose command writes a line to stderr and exits 3 right after it starts.
+fn exits_at_once() -> ImageSpec {
+    ImageSpec::busybox("2").cmd(&["/bin/sh", "-c", "echo 'v2: config file missing' >&2; exit 3"])
+}
+
+/// busybox v2 with a `HEALTHCHECK` running `probe` every `interval`, unhealthy after one failure.
+fn health_checked(probe: &str, interval: Duration) -> ImageSpec {
+    ImageSpec::busybox("2").healthcheck(&["CMD", "/bin/busybox", probe], interval, Duration::from_secs(1), 1)
+}
+
+#[rstest]
+#[case::exits_at_once("docker-verify-exit", exits_at_once(), None, &["exited with code 3", "v2: config file missing"])]
+#[case::crash_loop_under_restart_policy(
+    "docker-verify-loop",
+    exits_at_once(),
+    Some(RestartPolicyNameEnum::ALWAYS),
+    &["crash-looping", "v2: config file missing"]
+)]
+#[case::failing_health_check(
+    "docker-verify-unhealthy",
+    health_checked("false", Duration::from_secs(1)),
+    None,
+    &["is unhealthy after 1 failing health probe(s) (last probe exit code 1"]
+)]
+#[case::never_healthy(
+    "docker-verify-slow",
+    health_checked("true", Duration::from_secs(300)),
+    None,
+    &["was not healthy within 2.0s (health status starting; no probe has finished)"]
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_container_that_does_not_prove_itself_is_rolled_back_to_the_old_one(
+    #[case] label: &str,
+    #[case] v2: ImageSpec,
+    #[case] restart: Option<RestartPolicyNameEnum>,
+    #[case] expected: &[&str],
+) {
+    let fx = Fixture::new(label).await;
+    fx.push(&ImageSpec::busybox("1"));
+    let refresher = fx
+        .refresher_with(
+            PASSWORD,
+            DockerConfig {
+                mode: DockerMode::Recreate,
+                filter: ContainerFilter {
+                    name_prefix: Some("ws-test-".into()),
+                    label: None,
+                },
+                health_timeout: Duration::from_secs(2),
+                ..test_config()
+            },
+        )
+        .await;
+    let v1 = fx.pull(&refresher).await;
+    let name = fx.name("ws-test-");
+    let old_id = fx.run_image_default(&name, restart).await;
+    fx.push(&v2);
+
+    let error = refresher.refresh_image(&fx.image).await.expect_err("not proven");
+    let v2_id = fx.track_current_image().await;
+    assert_ne!(v2_id.as_deref(), Some(v1.as_str()), "v2 was pulled");
+    let DockerError::Containers { failures, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(failures.len(), 1, "{error}");
+    let failure = &failures[0];
+    assert_eq!(
+        (failure.container.as_str(), failure.step),
+        (name.as_str(), "verify"),
+        "{error}"
+    );
+    for part in expected {
+        assert!(failure.message.contains(part), "{:?} lacks {part:?}", failure.message);
+    }
+    assert_eq!(
+        failure.rollback, "rolled back: the old container runs again under its name",
+        "{error}"
+    );
+
+    let container = fx.inspect(&name).await;
+    assert_eq!(
+        container.id.as_deref(),
+        Some(old_id.as_str()),
+        "the old container is back"
+    );
+    assert!(running(&container), "and running");
+    assert_eq!(container.image.as_deref(), Some(v1.as_str()), "on the old image");
+    assert_eq!(fx.names().await, vec![name.clone()], "the new container is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_new_container_replaces_the_old_one_after_settling() {
+    let fx = Fixture::new("docker-verify-healthy").await;
+    fx.push(&ImageSpec::busybox("1"));
+    let refresher = fx.refresher(PASSWORD, DockerMode::Recreate, "ws-test-").await;
+    let v1 = fx.pull(&refresher).await;
+    let name = fx.name("ws-test-");
+    let old_id = fx.run_image_default(&name, None).await;
+    fx.push(&health_checked("true", Duration::from_secs(1)));
+
+    let started = Instant::now();
+    let outcome = refresher.refresh_image(&fx.image).await.expect("recreated");
+    let took = started.elapsed();
+    fx.image_ids.lock().expect("lock").push(outcome.image_id.clone());
+    assert_eq!(outcome.recreated, vec![name.clone()], "{}", outcome.summary());
+    assert!(
+        took >= test_config().settle,
+        "the new container settled first: {took:?}"
+    );
+
+    let new = fx.inspect(&name).await;
+    assert_ne!(new.id.as_deref(), Some(old_id.as_str()), "a new container");
+    assert_ne!(new.image.as_deref(), Some(v1.as_str()), "on the new image");
+    assert!(running(&new));
+    let health = new.state.and_then(|s| s.health).and_then(|h| h.status);
+    assert_eq!(
+        health,
+        Some(HealthStatusEnum::HEALTHY),
+        "the image's HEALTHCHECK applies"
+    );
+    assert_eq!(fx.names().await, vec![name], "the old container was removed");
 }
