@@ -106,6 +106,14 @@ pub struct Args {
     /// How long a container may take to stop before it is killed.
     #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_STOP_TIMEOUT", default_value = "10s", value_parser = duration, help_heading = "Docker refresher")]
     stop_timeout: Duration,
+    /// How long a recreated container must keep running before the old one is removed; if it
+    /// exits or restarts within this, the old container is put back.
+    #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_SETTLE", default_value = "5s", value_parser = duration, help_heading = "Docker refresher")]
+    settle: Duration,
+    /// How long a recreated container with a HEALTHCHECK may take to become healthy before the
+    /// old one is put back.
+    #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_HEALTH_TIMEOUT", default_value = "60s", value_parser = duration, help_heading = "Docker refresher")]
+    health_timeout: Duration,
 
     /// The URL events are POSTed to.
     #[arg(
@@ -286,6 +294,8 @@ async fn refresher(
                     label: args.container_label.clone(),
                 },
                 stop_timeout: args.stop_timeout,
+                settle: args.settle,
+                health_timeout: args.health_timeout,
                 ..DockerConfig::default()
             };
             let auth = ProviderEngineAuth::new(move |host: &RegistryHost| providers.get(host).cloned());
