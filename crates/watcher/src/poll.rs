@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::{BackoffPolicy, Backoffs};
 use crate::refresher::{RefreshEvent, Refresher};
 use crate::report::{ImageReport, ImageStatus, TickReport};
+use crate::retry::RefreshRetries;
 use crate::source::{CheckError, CheckErrorKind, DigestSource};
 use crate::state::{SetAside, StateError, StateFile};
 use crate::status::{StatusBoard, TickKind};
@@ -79,6 +80,7 @@ pub struct Watcher {
     seen: HashMap<ImageReference, Digest>,
     dirty: bool,
     backoffs: Mutex<Backoffs>,
+    retries: RefreshRetries,
     status: StatusBoard,
     triggers: TriggerHandle,
 }
@@ -119,6 +121,7 @@ impl Watcher {
         let status = StatusBoard::new(&set, |image| seen.get(image).cloned());
         Ok(Watcher {
             backoffs: Mutex::new(Backoffs::new(config.backoff.clone())),
+            retries: RefreshRetries::default(),
             status,
             triggers: TriggerHandle::new(set.clone(), config.trigger_spacing),
             set,
@@ -454,6 +457,22 @@ impl Watcher {
             info!(image = %reference, old = %old.short(), new = %digest.short(), "moved; not refreshing while stopping");
             return ImageStatus::Interrupted;
         }
+        let now = tokio::time::Instant::now();
+        if let Some((failures, retry_in)) = self.retries.wait(reference, &digest, now) {
+            debug!(
+                image = %reference,
+                new = %digest.short(),
+                failures,
+                retry_in_secs = retry_in.as_secs(),
+                "moved to a digest whose refresh failed; waiting before the next attempt"
+            );
+            return ImageStatus::RefreshDeferred {
+                old,
+                new: digest,
+                failures,
+                retry_in,
+            };
+        }
         let event = RefreshEvent::new(
             reference.clone(),
             image.runtime().map(str::to_owned),
@@ -473,6 +492,7 @@ impl Watcher {
         match self.refresher.refresh(&event).await {
             Ok(outcome) => {
                 info!(image = %reference, new = %digest.short(), outcome = %outcome, "refreshed");
+                self.retries.succeeded(reference);
                 self.seen.insert(reference.clone(), digest.clone());
                 self.dirty = true;
                 ImageStatus::Refreshed {
@@ -482,12 +502,14 @@ impl Watcher {
                 }
             }
             Err(error) => {
+                let retry_in = self.retries.failed(reference, &digest, self.config.interval, now);
                 error!(
                     image = %reference,
                     old = %old.short(),
                     new = %digest.short(),
                     error = %error,
-                    "refresh failed; keeping the old digest so the next tick retries"
+                    retry_in_secs = retry_in.as_secs(),
+                    "refresh failed; keeping the old digest so a later tick retries"
                 );
                 ImageStatus::RefreshFailed {
                     old,
@@ -527,6 +549,7 @@ impl Watcher {
             unchanged = counts.unchanged,
             refreshed = counts.refreshed,
             refresh_failed = counts.refresh_failed,
+            refresh_deferred = counts.refresh_deferred,
             check_failed = counts.check_failed,
             backed_off = counts.backed_off,
             interrupted = counts.interrupted,

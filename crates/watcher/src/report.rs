@@ -29,6 +29,14 @@ pub enum ImageStatus {
         new: Digest,
         error: RefreshError,
     },
+    /// The digest moved to one whose refresh already failed `failures` times; the next attempt
+    /// waits `retry_in` (see `retry`), unless the digest moves again.
+    RefreshDeferred {
+        old: Digest,
+        new: Digest,
+        failures: u32,
+        retry_in: Duration,
+    },
     /// The digest could not be fetched.
     CheckFailed { error: CheckError },
     /// Not checked: its registry asked us to back off for this long yet.
@@ -43,6 +51,7 @@ impl ImageStatus {
         matches!(
             self,
             ImageStatus::RefreshFailed { .. }
+                | ImageStatus::RefreshDeferred { .. }
                 | ImageStatus::CheckFailed { .. }
                 | ImageStatus::BackedOff { .. }
                 | ImageStatus::Interrupted
@@ -56,6 +65,7 @@ impl ImageStatus {
             ImageStatus::Unchanged { .. } => "unchanged",
             ImageStatus::Refreshed { .. } => "refreshed",
             ImageStatus::RefreshFailed { .. } => "refresh_failed",
+            ImageStatus::RefreshDeferred { .. } => "refresh_deferred",
             ImageStatus::CheckFailed { .. } => "check_failed",
             ImageStatus::BackedOff { .. } => "backed_off",
             ImageStatus::Interrupted => "interrupted",
@@ -74,6 +84,18 @@ impl fmt::Display for ImageStatus {
             ImageStatus::RefreshFailed { old, new, error } => {
                 write!(f, "moved {} -> {}, refresh failed: {error}", old.short(), new.short())
             }
+            ImageStatus::RefreshDeferred {
+                old,
+                new,
+                failures,
+                retry_in,
+            } => write!(
+                f,
+                "moved {} -> {}, whose refresh failed {failures} time(s); next attempt in {}s",
+                old.short(),
+                new.short(),
+                retry_in.as_secs()
+            ),
             ImageStatus::CheckFailed { error } => write!(f, "check failed: {error}"),
             ImageStatus::BackedOff { remaining } => {
                 write!(f, "skipped: registry backed off for {}s more", remaining.as_secs())
@@ -98,6 +120,7 @@ pub struct TickCounts {
     pub unchanged: usize,
     pub refreshed: usize,
     pub refresh_failed: usize,
+    pub refresh_deferred: usize,
     pub check_failed: usize,
     pub backed_off: usize,
     pub interrupted: usize,
@@ -134,6 +157,7 @@ impl TickReport {
                 ImageStatus::Unchanged { .. } => &mut counts.unchanged,
                 ImageStatus::Refreshed { .. } => &mut counts.refreshed,
                 ImageStatus::RefreshFailed { .. } => &mut counts.refresh_failed,
+                ImageStatus::RefreshDeferred { .. } => &mut counts.refresh_deferred,
                 ImageStatus::CheckFailed { .. } => &mut counts.check_failed,
                 ImageStatus::BackedOff { .. } => &mut counts.backed_off,
                 ImageStatus::Interrupted => &mut counts.interrupted,

@@ -17,11 +17,12 @@ use crate::source::CheckErrorKind;
 use crate::watch_set::WatchSet;
 
 /// Every [`ImageStatus`] label, in a fixed order (the `result` label of check counters).
-pub const CHECK_RESULTS: [&str; 7] = [
+pub const CHECK_RESULTS: [&str; 8] = [
     "seeded",
     "unchanged",
     "refreshed",
     "refresh_failed",
+    "refresh_deferred",
     "check_failed",
     "backed_off",
     "interrupted",
@@ -314,6 +315,7 @@ impl StatusBoard {
                     message: error.message().to_owned(),
                 });
             }
+            ImageStatus::RefreshDeferred { new, .. } => state.last_digest = Some(new.clone()),
             ImageStatus::CheckFailed { error } => {
                 state.last_error = Some(ErrorRecord {
                     at,

@@ -252,6 +252,56 @@ async fn failed_refresh_rolls_back_and_the_next_tick_retries() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_digest_whose_refresh_keeps_failing_is_retried_less_and_less_often_but_a_newer_one_at_once() {
+    let h = Harness::with(
+        FakeSource::default(),
+        FakeRefresher {
+            failures_left: AtomicUsize::new(usize::MAX),
+            ..FakeRefresher::default()
+        },
+    );
+    let interval = Duration::from_secs(60);
+    let config = WatcherConfig {
+        interval,
+        ..WatcherConfig::default()
+    };
+    h.source.publish(A, 'a');
+    let mut watcher = h.watcher(set(&[A]), config);
+    watcher.tick().await;
+    h.source.publish(A, 'b');
+    let mut attempts = Vec::new();
+    for _ in 0..12 {
+        let report = watcher.tick().await;
+        attempts.push(label(&report, A));
+        assert!(report.failed(), "an image whose move is not applied is not up to date");
+        tokio::time::advance(interval).await;
+    }
+    // Failed at tick 0, retried at the next tick (1), then 2 and 4 ticks later (3, 7).
+    let tried: Vec<usize> = attempts
+        .iter()
+        .enumerate()
+        .filter(|(_, label)| **label == "refresh_failed")
+        .map(|(tick, _)| tick)
+        .collect();
+    assert_eq!(tried, vec![0, 1, 3, 7], "{attempts:?}");
+    assert!(
+        attempts
+            .iter()
+            .all(|label| ["refresh_failed", "refresh_deferred"].contains(label))
+    );
+    assert_eq!(h.refresher.events().len(), 4);
+    assert_eq!(watcher.seen(&reference(A)), Some(&digest('a')));
+
+    h.source.publish(A, 'c');
+    let report = watcher.tick().await;
+    assert_eq!(label(&report, A), "refresh_failed", "a newer digest is tried at once");
+    assert_eq!(
+        h.refresher.events().last().map(|event| event.new_digest.clone()),
+        Some(digest('c'))
+    );
+}
+
 #[rstest]
 #[case::not_found(CheckErrorKind::NotFound)]
 #[case::unauthorized(CheckErrorKind::Unauthorized)]
