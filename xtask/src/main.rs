@@ -6,10 +6,12 @@
 //! - `test-matrix`: the conformance suite against every registry flavour (GHCR, Gitea, Docker
 //!   Hub, ECR, Basic, anonymous), started locally.
 //! - `bench`: the watcher over 1,000 repositories of a token-auth registry, against skopeo.
-//! - `demo`: the main job on a fresh machine: a registry, a push, the watcher sees it, refreshes.
+//! - `demo`: the main job on a fresh machine: a registry, a push, the watcher sees it and moves a
+//!   container to the new image (runs a command instead when no Docker Engine answers).
 
 mod bench;
 mod demo;
+mod docker_cli;
 mod install;
 mod matrix;
 mod run;
@@ -38,7 +40,7 @@ enum Command {
     /// The bench's watcher process (started by `bench`).
     #[command(hide = true)]
     BenchWatcher(bench::ChildArgs),
-    /// Show the main job: a local registry, a push, `imagewatch watch` sees it and refreshes.
+    /// Show the main job: a local registry, a push, `imagewatch watch` moves a container to it.
     Demo,
 }
 
