@@ -79,6 +79,7 @@ impl Watch {
 
     /// The next log line within `wait` (`None` when there was none), or why there never will be.
     fn next_line(&mut self, wait: Duration) -> Result<Option<String>, String> {
+        crate::interrupt::check()?;
         match self.lines.recv_timeout(wait) {
             Ok(line) => return Ok(Some(line)),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -205,7 +206,7 @@ impl Setup {
             } else if !shown_args.is_empty() {
                 shown_args.push(' ');
             }
-            shown_args.push_str(arg);
+            shown_args.push_str(&docker_cli::quote(arg));
         }
         say(&format!(
             "$ {} \\\ndemo |   {} {shown_args}",
@@ -218,6 +219,7 @@ impl Setup {
 
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
+    crate::interrupt::install();
     crate::install::components()?;
     say("building imagewatch (cargo build -p cli)");
     crate::run::cargo(&["build", "--quiet", "-p", "cli"])?;
@@ -349,6 +351,7 @@ fn docker_demo(setup: &Setup, engine: &str) -> Result<(), String> {
 fn wait_running(docker: &DockerCli, name: &str) -> Result<Container, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        crate::interrupt::check()?;
         let last = docker.container(name, false)?;
         if let Some(container) = last.as_ref().filter(|c| c.status == "running") {
             docker.container(name, true)?;
@@ -420,8 +423,8 @@ fn exec_demo(setup: &Setup) -> Result<(), String> {
     setup.push(V1);
     let events = setup.wd.join("refreshes.log");
     let script = format!(
-        "printf '%s moved %s -> %s (host %s, %s)\\n' \"$IMAGEWATCH_IMAGE\" \"$IMAGEWATCH_OLD_DIGEST\" \
-         \"$IMAGEWATCH_NEW_DIGEST\" \"$IMAGEWATCH_HOST\" \"$IMAGEWATCH_TIME\" >> '{}'",
+        "echo \"$IMAGEWATCH_IMAGE moved $IMAGEWATCH_OLD_DIGEST -> $IMAGEWATCH_NEW_DIGEST \
+         (host $IMAGEWATCH_HOST, $IMAGEWATCH_TIME)\" >> \"{}\"",
         events.display()
     );
     // No credentials of the machine leak in: an empty Docker config, only the demo's user.

@@ -142,7 +142,7 @@ fn checked(args: &[&str], output: &Output) -> Result<String, String> {
 }
 
 /// Single-quoted for the shell when it holds anything but plain characters.
-fn quote(arg: &str) -> String {
+pub fn quote(arg: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@,".contains(c);
     if !arg.is_empty() && arg.chars().all(plain) {
         arg.to_owned()

@@ -13,6 +13,7 @@ mod bench;
 mod demo;
 mod docker_cli;
 mod install;
+mod interrupt;
 mod matrix;
 mod run;
 
