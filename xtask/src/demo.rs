@@ -372,10 +372,16 @@ fn wait_running(docker: &DockerCli, name: &str) -> Result<Container, String> {
 fn wait_moved(watch: &mut Watch, docker: &DockerCli, name: &str, digest: &str) -> Result<Container, String> {
     let deadline = Instant::now() + CONTAINER_TIMEOUT;
     let mut logged = false;
+    // What the watcher last said about refreshing to `digest`: `outcome=...` or `error=...`.
+    let mut last_word = None;
     loop {
-        if let Some(line) = watch.next_line(Duration::from_millis(500))? {
-            logged |= line.contains("refreshed") && line.contains(&short(digest));
-            continue;
+        if let Some(line) = watch.next_line(Duration::from_millis(500))?
+            && line.contains(&short(digest))
+            && (line.contains("refreshed") || line.contains("refresh failed"))
+        {
+            logged |= line.contains("refreshed");
+            let said = ["outcome=", "error="].iter().find_map(|key| line.find(key));
+            last_word = Some(said.map_or(line.as_str(), |at| &line[at..]).to_owned());
         }
         let last = docker.container(name, false)?;
         if logged && let Some(container) = last.as_ref().filter(|c| c.is_on(V2)) {
@@ -391,13 +397,12 @@ fn wait_moved(watch: &mut Watch, docker: &DockerCli, name: &str, digest: &str) -
                     docker_cli::short_id(&c.image_id)
                 ),
             };
-            let log = if logged {
-                "the watcher logged the refresh"
-            } else {
-                "the watcher logged no refresh"
-            };
+            let said = last_word.map_or_else(
+                || "the watcher logged no refresh".to_owned(),
+                |word| format!("the watcher last logged {word}"),
+            );
             return Err(format!(
-                "the container is not on v{V2} {}s after the push: {state}; {log}",
+                "the container is not on v{V2} {}s after the push: {state}; {said}",
                 CONTAINER_TIMEOUT.as_secs()
             ));
         }

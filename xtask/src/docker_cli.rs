@@ -280,16 +280,23 @@ impl Leftovers {
         if self.docker.quiet(&["image", "inspect", &self.reference]).is_ok() {
             report(self.docker.run(&["rmi", &self.reference]));
         }
-        for id in std::mem::take(&mut self.image_ids) {
-            if self.docker.quiet(&["image", "inspect", &id]).is_ok() {
-                report(self.docker.run(&["rmi", &id]));
+        let ids = std::mem::take(&mut self.image_ids);
+        for id in &ids {
+            if self.docker.quiet(&["image", "inspect", id]).is_ok() {
+                report(self.docker.run(&["rmi", id]));
             }
         }
-        let left = self.containers();
+        let mut left = self.containers();
+        left.extend(
+            std::iter::once(&self.reference)
+                .chain(&ids)
+                .filter(|image| self.docker.quiet(&["image", "inspect", image]).is_ok())
+                .cloned(),
+        );
         if left.is_empty() {
             super::demo::say("Docker Engine: the demo's containers and images are gone");
         } else {
-            super::demo::say(&format!("Docker Engine: could not remove the containers {left:?}"));
+            super::demo::say(&format!("Docker Engine: left behind, remove by hand: {left:?}"));
         }
     }
 }
