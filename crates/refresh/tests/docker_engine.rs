@@ -152,16 +152,7 @@ impl Fixture {
             }),
             ..ContainerCreateBody::default()
         };
-        let created = self
-            .docker
-            .create_container(Some(CreateContainerOptionsBuilder::new().name(name).build()), body)
-            .await
-            .expect("container created");
-        self.docker
-            .start_container(&created.id, None)
-            .await
-            .expect("container started");
-        created.id
+        self.create_and_start(name, body).await
     }
 
     /// Creates and starts a container that keeps the image's own command and health check, so
@@ -178,6 +169,10 @@ impl Fixture {
             }),
             ..ContainerCreateBody::default()
         };
+        self.create_and_start(name, body).await
+    }
+
+    async fn create_and_start(&self, name: &str, body: ContainerCreateBody) -> String {
         let created = self
             .docker
             .create_container(Some(CreateContainerOptionsBuilder::new().name(name).build()), body)
