@@ -202,14 +202,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
 
-    let images_file = wd.write(
-        Path::new("images.txt"),
-        names
-            .iter()
-            .map(|name| registry.image_ref(name, "latest"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
+    let images: Vec<String> = names.iter().map(|name| registry.image_ref(name, "latest")).collect();
+    let images_file = wd.write(Path::new("images.txt"), images.join("\n"));
     let mut labels = vec!["cold tick".to_owned()];
     labels.extend((1..=args.warm_ticks.max(1)).map(|i| format!("warm tick {i}")));
     let load_at_start = loadavg();
@@ -226,10 +220,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         WatcherKind::Binary => run_imagewatch(
             &child_binary,
             &wd,
-            &names
-                .iter()
-                .map(|name| registry.image_ref(name, "latest"))
-                .collect::<Vec<_>>(),
+            &images,
             &image.digest,
             args.concurrency,
             &registry,
