@@ -202,24 +202,26 @@ impl BearerTokenProvider {
         })
     }
 
+    /// A cached, usable token for `wanted`: the warm path, with no keychain lookup.
+    fn cached(&self, key: &RealmKey, wanted: &BTreeSet<Scope>) -> Option<Authorization> {
+        let mut state = lock(&self.state);
+        let token = state.realms.get_mut(key)?.find(wanted, Instant::now()).ok()?;
+        Some(token.authorization.clone())
+    }
+
+    /// A token for `wanted` from the cache, an exchange in flight, or a new exchange made with
+    /// `credentials` (the keychain's answer, looked up once by the caller).
     async fn token(
         &self,
-        host: &RegistryHost,
-        realm: &str,
-        service: Option<&str>,
-        scopes: &[Scope],
+        key: &RealmKey,
+        wanted: &BTreeSet<Scope>,
+        credentials: Option<&Credentials>,
     ) -> Result<Authorization, AuthError> {
-        let key = RealmKey {
-            host: host.clone(),
-            realm: realm.to_owned(),
-            service: service.map(str::to_owned),
-        };
-        let wanted: BTreeSet<Scope> = scopes.iter().cloned().collect();
         loop {
             let next = {
                 let mut state = lock(&self.state);
                 let cache = state.realms.entry(key.clone()).or_default();
-                let missing = match cache.find(&wanted, Instant::now()) {
+                let missing = match cache.find(wanted, Instant::now()) {
                     Ok(token) => return Ok(token.authorization.clone()),
                     Err(missing) => missing,
                 };
@@ -243,7 +245,7 @@ impl BearerTokenProvider {
                     // Someone is already exchanging for a superset: share their answer.
                     let shared = receiver.wait_for(Option::is_some).await.map(|v| v.clone());
                     match shared {
-                        Ok(Some(Ok(token))) if token.covers(&wanted) => return Ok(token.authorization.clone()),
+                        Ok(Some(Ok(token))) if token.covers(wanted) => return Ok(token.authorization.clone()),
                         Ok(Some(Err(error))) => return Err(error),
                         // Granted less than we need, or the exchange was cancelled: look again.
                         _ => continue,
@@ -255,9 +257,9 @@ impl BearerTokenProvider {
                         key: key.clone(),
                         asked: asked.clone(),
                     };
-                    let result = self.exchange(host, realm, service, &asked).await.map(Arc::new);
+                    let result = self.exchange(key, &asked, credentials).await.map(Arc::new);
                     if let Ok(token) = &result {
-                        self.store(&key, token.clone());
+                        self.store(key, token.clone());
                     }
                     sender.send_replace(Some(result.clone()));
                     drop(guard);
@@ -296,11 +298,11 @@ impl BearerTokenProvider {
 
     async fn exchange(
         &self,
-        host: &RegistryHost,
-        realm: &str,
-        service: Option<&str>,
+        key: &RealmKey,
         scopes: &BTreeSet<Scope>,
+        credentials: Option<&Credentials>,
     ) -> Result<CachedToken, AuthError> {
+        let (host, realm, service) = (&key.host, key.realm.as_str(), key.service.as_deref());
         let mut url = Url::parse(realm).map_err(|e| AuthError::BadTokenResponse {
             realm: realm.to_owned(),
             reason: format!("the challenge's realm is not an absolute URL ({e})"),
@@ -311,7 +313,6 @@ impl BearerTokenProvider {
                 reason: format!("the realm's scheme {:?} is not http(s)", url.scheme()),
             });
         }
-        let credentials = self.keychain_credentials(host).await?;
         if credentials.is_some() {
             credentials_allowed(&url).map_err(|reason| AuthError::Unsafe {
                 url: realm.to_owned(),
@@ -320,7 +321,7 @@ impl BearerTokenProvider {
         }
         let scope_list: Vec<String> = scopes.iter().map(Scope::to_string).collect();
         let started = SystemTime::now();
-        let response = match &credentials {
+        let response = match credentials {
             Some(Credentials::IdentityToken(refresh)) => {
                 let mut form = vec![
                     ("grant_type".to_owned(), "refresh_token".to_owned()),
@@ -348,7 +349,7 @@ impl BearerTokenProvider {
                 if url.query() == Some("") {
                     url.set_query(None);
                 }
-                let basic = basic.as_ref().filter(|c| matches!(c, Credentials::Basic { .. }));
+                let basic = basic.filter(|c| matches!(c, Credentials::Basic { .. }));
                 self.transport.get_token(&url, basic).await
             }
         }
@@ -359,7 +360,7 @@ impl BearerTokenProvider {
                 return Err(AuthError::Denied {
                     realm: realm.to_owned(),
                     status: response.status,
-                    hint: match &credentials {
+                    hint: match credentials {
                         Some(credentials) => format!("{credentials} for {host} were refused"),
                         None => format!("anonymous access was refused; configure credentials for {host}"),
                     },
@@ -450,10 +451,21 @@ impl TokenProvider for BearerTokenProvider {
                         reason: format!("{host} sent a Bearer challenge without a realm"),
                     });
                 };
-                if let Some(Credentials::Bearer(token)) = self.keychain_credentials(host).await? {
+                let key = RealmKey {
+                    host: host.clone(),
+                    realm: realm.to_owned(),
+                    service: challenge.service().map(str::to_owned),
+                };
+                let wanted: BTreeSet<Scope> = scopes.iter().cloned().collect();
+                // A warm check asks no keychain: a credential helper is a process per lookup.
+                if let Some(authorization) = self.cached(&key, &wanted) {
+                    return Ok(Some(authorization));
+                }
+                let credentials = self.keychain_credentials(host).await?;
+                if let Some(Credentials::Bearer(token)) = &credentials {
                     return Ok(Some(Authorization::bearer(token.expose())));
                 }
-                self.token(host, realm, challenge.service(), scopes).await.map(Some)
+                self.token(&key, &wanted, credentials.as_ref()).await.map(Some)
             }
             AuthScheme::Other(scheme) => Err(AuthError::UnsupportedScheme {
                 host: host.to_string(),

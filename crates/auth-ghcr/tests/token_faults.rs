@@ -382,3 +382,44 @@ async fn a_cancelled_exchange_does_not_strand_the_next_caller() {
     .expect("authorization");
     assert_eq!(answer.header_value(), "Bearer fast");
 }
+
+/// Counts lookups: a credential helper is a process per lookup, so the warm path must ask none.
+#[derive(Debug, Default)]
+struct CountingKeychain(std::sync::atomic::AtomicUsize);
+
+impl registry_core::Keychain for CountingKeychain {
+    fn credentials(&self, _: &RegistryHost) -> Result<Option<Credentials>, registry_core::KeychainError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some(Credentials::basic("alice", "pw")))
+    }
+}
+
+#[tokio::test]
+async fn a_cached_token_is_served_without_asking_the_keychain_again() {
+    let registry = FaultServer::start();
+    let realm = registry.url("/token");
+    registry.on(
+        "GET",
+        "/token",
+        [Reply::json(200, &json!({"token": "tok", "expires_in": 300}))],
+    );
+    let keychain = Arc::new(CountingKeychain::default());
+    let provider = BearerTokenProvider::new(quick_transport(), keychain.clone());
+    let challenge = Challenge::parse_header(&format!(r#"Bearer realm="{realm}",service="svc""#))
+        .expect("parses")
+        .remove(0);
+    for _ in 0..3 {
+        let answer = provider
+            .authorization(&host(&registry), &challenge, &[Scope::pull("a")])
+            .await
+            .expect("token")
+            .expect("authorization");
+        assert_eq!(answer.header_value(), "Bearer tok");
+    }
+    assert_eq!(registry.requests_to("/token").len(), 1);
+    assert_eq!(
+        keychain.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one lookup for the exchange, none for the cached token"
+    );
+}
