@@ -39,16 +39,21 @@ impl Settings {
     }
 }
 
-/// The credential sources for `host`, first match wins: `GHCR_USER`/`GHCR_TOKEN` (GHCR provider
-/// kind only), `IMAGEWATCH_REGISTRY_USER`/`IMAGEWATCH_REGISTRY_PASSWORD` (for
-/// `IMAGEWATCH_REGISTRY_HOST`, else the prefix's host), then Docker's `config.json`. A
-/// half-set pair of variables or a malformed `config.json` is a configuration error.
-pub fn keychain_for(settings: &Settings, host: &RegistryHost, kind: &ProviderKind) -> Result<KeychainChain, Failure> {
+/// The credential sources of the non-ECR hosts among `hosts`, built once (Docker's
+/// `config.json` is read once per process, not once per host); first match wins:
+/// `GHCR_USER`/`GHCR_TOKEN` (for hosts of the GHCR provider kind only),
+/// `IMAGEWATCH_REGISTRY_USER`/`IMAGEWATCH_REGISTRY_PASSWORD` (for `IMAGEWATCH_REGISTRY_HOST`,
+/// else the prefix's host), then Docker's `config.json`. A half-set pair of variables or a
+/// malformed `config.json` is a configuration error.
+pub fn keychain_for(settings: &Settings, hosts: &[RegistryHost]) -> Result<KeychainChain, Failure> {
     let mut chain = KeychainChain::default();
-    if *kind == ProviderKind::Ghcr
-        && let Some(ghcr) = StaticKeychain::ghcr_from_env(host.clone())
+    for host in hosts
+        .iter()
+        .filter(|host| settings.kind_for(host) == ProviderKind::Ghcr)
     {
-        chain.push(ghcr);
+        if let Some(ghcr) = StaticKeychain::ghcr_from_env(host.clone()) {
+            chain.push(ghcr);
+        }
     }
     if let Some(generic) = StaticKeychain::registry_from_env(settings.prefix.host()).map_err(Failure::config)? {
         chain.push(generic);
@@ -64,45 +69,40 @@ pub struct Wired {
     pub providers: HashMap<RegistryHost, Arc<dyn TokenProvider>>,
 }
 
-/// Wires a provider to each of `hosts` (see [`provider_for`]) and a client that uses them. ECR
-/// hosts share one `EcrProvider`: the AWS configuration is loaded once, and hosts of one
-/// account and region share one token.
+/// Wires a provider to each of `hosts` and a client that uses them. THE mapping from a host's
+/// provider kind to the `TokenProvider` that answers its challenges: GHCR and generic
+/// registries get the challenge-driven bearer flow (auth-ghcr) over one keychain shared by all
+/// of them (see [`keychain_for`]); ECR hosts share one `EcrProvider` (auth-ecr's
+/// GetAuthorizationToken), so the AWS configuration is loaded once and hosts of one account
+/// and region share one token. Each source is built on first need.
 pub async fn wire(settings: &Settings, transport: Arc<Transport>, hosts: &[RegistryHost]) -> Result<Wired, Failure> {
     let mut client = RegistryClient::new(transport.clone());
     let mut providers = HashMap::new();
-    let mut ecr = None;
+    let mut keychain: Option<Arc<KeychainChain>> = None;
+    let mut ecr: Option<Arc<EcrProvider>> = None;
     for host in hosts {
-        let provider = provider_for(settings, &transport, host, &mut ecr).await?;
-        client = client.with_provider(host.clone(), settings.kind_for(host), provider.clone());
+        let kind = settings.kind_for(host);
+        let provider: Arc<dyn TokenProvider> = match &kind {
+            ProviderKind::Ghcr | ProviderKind::Generic => {
+                let keychain = match &keychain {
+                    Some(keychain) => keychain.clone(),
+                    None => keychain.insert(Arc::new(keychain_for(settings, hosts)?)).clone(),
+                };
+                Arc::new(BearerTokenProvider::new(transport.clone(), keychain))
+            }
+            ProviderKind::Ecr(registry) => {
+                let provider = match &ecr {
+                    Some(provider) => provider.clone(),
+                    None => ecr.insert(Arc::new(EcrProvider::from_env().await)).clone(),
+                };
+                provider.add_registry(host.clone(), registry.clone());
+                provider
+            }
+        };
+        client = client.with_provider(host.clone(), kind, provider.clone());
         providers.insert(host.clone(), provider);
     }
     Ok(Wired { client, providers })
-}
-
-/// THE mapping from a host's provider kind to the `TokenProvider` that answers its challenges.
-/// GHCR and generic registries get the challenge-driven bearer flow (auth-ghcr) over the
-/// host's keychain; ECR registries get auth-ecr's GetAuthorizationToken provider, the one in
-/// `ecr` (created on first need).
-async fn provider_for(
-    settings: &Settings,
-    transport: &Arc<Transport>,
-    host: &RegistryHost,
-    ecr: &mut Option<Arc<EcrProvider>>,
-) -> Result<Arc<dyn TokenProvider>, Failure> {
-    Ok(match settings.kind_for(host) {
-        kind @ (ProviderKind::Ghcr | ProviderKind::Generic) => Arc::new(BearerTokenProvider::new(
-            transport.clone(),
-            Arc::new(keychain_for(settings, host, &kind)?),
-        )),
-        ProviderKind::Ecr(registry) => {
-            let provider = match ecr {
-                Some(provider) => provider.clone(),
-                None => ecr.insert(Arc::new(EcrProvider::from_env().await)).clone(),
-            };
-            provider.add_registry(host.clone(), registry);
-            provider
-        }
-    })
 }
 
 /// How imagewatch reaches registries: flags with environment fallbacks, shared by every
