@@ -233,7 +233,8 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     }
     let transport = args.transport.transport()?;
 
-    let Wired { client, providers } = wire(&settings, transport, &set.hosts()).await?;
+    let hosts = set.hosts();
+    let Wired { client, providers } = wire(&settings, transport, &hosts).await?;
     let stats = client.stats().clone();
     let source = RegistrySource::new(Arc::new(client));
     let refresher = refresher(&args, kind, providers).await?;
@@ -246,7 +247,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     };
     info!(
         images = set.len(),
-        hosts = set.hosts().len(),
+        hosts = hosts.len(),
         refresh = refresher.name(),
         once = args.once,
         state = args.state.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
