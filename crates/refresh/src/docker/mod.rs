@@ -18,10 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerConfig, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
-    HealthStatusEnum, ImageConfig, NetworkConnectRequest, NetworkingConfig,
-};
+use bollard::models::{ContainerInspectResponse, NetworkConnectRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -33,6 +30,12 @@ use watcher::{RefreshError, RefreshEvent, RefreshOutcome, Refresher};
 
 use crate::engine_auth::{EngineAuthSource, docker_credentials, url_safe_registry_auth};
 
+mod copy;
+mod verify;
+
+pub use copy::create_body;
+use verify::{Verdict, clip_front, judge};
+
 /// The engine address used when none is configured and `DOCKER_HOST` is unset.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Marks the containers a recreate parks aside; they are never matched themselves.
@@ -43,8 +46,6 @@ const NEW_MARK: &str = "-imagewatch-new-";
 const VERIFY_POLL: Duration = Duration::from_millis(250);
 /// How many of its last log lines a new container that went down reports.
 const LOG_TAIL_LINES: usize = 10;
-/// At most this many characters of logs or probe output in a failure message (the end is kept).
-const OUTPUT_LIMIT: usize = 1000;
 
 /// What to do with the containers of a moved image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,16 +455,12 @@ impl DockerRefresher {
     }
 
     async fn remove(&self, name: &str) -> Result<(), ContainerFailure> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).build();
-        self.docker
-            .remove_container(name, Some(options))
-            .await
-            .map_err(|e| ContainerFailure {
-                container: name.to_owned(),
-                step: "remove",
-                message: describe(&e),
-                rollback: "nothing to roll back".into(),
-            })?;
+        self.force_remove(name).await.map_err(|e| ContainerFailure {
+            container: name.to_owned(),
+            step: "remove",
+            message: describe(&e),
+            rollback: "nothing to roll back".into(),
+        })?;
         info!(container = %name, "removed for re-provisioning");
         Ok(())
     }
@@ -503,13 +500,7 @@ impl DockerRefresher {
         let (body, extra_networks) = create_body(old, image_config.as_ref());
         let new_name = format!("{name}{NEW_MARK}{}", short_id(&old_id));
         // A leftover of an interrupted attempt on this very container is ours to replace.
-        let _ = self
-            .docker
-            .remove_container(
-                &new_name,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-            )
-            .await;
+        let _ = self.force_remove(&new_name).await;
         let created = self
             .docker
             .create_container(Some(CreateContainerOptionsBuilder::new().name(&new_name).build()), body)
@@ -535,13 +526,9 @@ impl DockerRefresher {
         }
 
         let aside = format!("{name}{ASIDE_MARK}{}", short_id(&old_id));
-        if was_running {
-            let seconds = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
-            let stop = StopContainerOptionsBuilder::new().t(seconds).build();
-            if let Err(e) = self.docker.stop_container(&old_id, Some(stop)).await {
-                let rollback = self.roll_back(&new_id, &old_id, None, &name, was_running).await;
-                return Err(failure("stop old", describe(&e), rollback));
-            }
+        if was_running && let Err(e) = self.stop(&old_id).await {
+            let rollback = self.roll_back(&new_id, &old_id, None, &name, was_running).await;
+            return Err(failure("stop old", describe(&e), rollback));
         }
         if let Err(e) = self.rename(&old_id, &aside).await {
             let rollback = self.roll_back(&new_id, &old_id, None, &name, was_running).await;
@@ -558,16 +545,13 @@ impl DockerRefresher {
         if was_running && let Err(why) = self.verify(&name, &new_id).await {
             // A graceful stop first, so the new container's process can shut down cleanly; the
             // forced remove of the rollback covers a stop that fails.
-            let seconds = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
-            let stop = StopContainerOptionsBuilder::new().t(seconds).build();
-            if let Err(e) = self.docker.stop_container(&new_id, Some(stop)).await {
+            if let Err(e) = self.stop(&new_id).await {
                 debug!(container = %name, error = %describe(&e), "stopping the unproven new container");
             }
             let rollback = self.roll_back(&new_id, &old_id, Some(&aside), &name, was_running).await;
             return Err(failure("verify", why, rollback));
         }
-        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
-        if let Err(e) = self.docker.remove_container(&old_id, Some(remove)).await {
+        if let Err(e) = self.force_remove(&old_id).await {
             let warning = format!(
                 "{name} runs the new image, but the old container {aside} could not be removed: {}",
                 describe(&e)
@@ -636,6 +620,19 @@ impl DockerRefresher {
         }
     }
 
+    /// Removes `container`, stopping it first if it runs.
+    async fn force_remove(&self, container: &str) -> Result<(), BollardError> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        self.docker.remove_container(container, Some(options)).await
+    }
+
+    /// Stops `container`, killing it after the configured stop timeout.
+    async fn stop(&self, container: &str) -> Result<(), BollardError> {
+        let seconds = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(seconds).build();
+        self.docker.stop_container(container, Some(options)).await
+    }
+
     async fn rename(&self, container: &str, to: &str) -> Result<(), String> {
         self.docker
             .rename_container(container, RenameContainerOptionsBuilder::new().name(to).build())
@@ -644,8 +641,7 @@ impl DockerRefresher {
     }
 
     async fn discard(&self, new_id: &str) -> String {
-        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
-        match self.docker.remove_container(new_id, Some(remove)).await {
+        match self.force_remove(new_id).await {
             Ok(()) => "the new container was removed; the old one was not touched".into(),
             Err(e) => format!(
                 "the half-made container {} could not be removed: {}",
@@ -666,8 +662,7 @@ impl DockerRefresher {
         was_running: bool,
     ) -> String {
         let mut problems = Vec::new();
-        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
-        if let Err(e) = self.docker.remove_container(new_id, Some(remove)).await {
+        if let Err(e) = self.force_remove(new_id).await {
             problems.push(format!("removing the new container: {}", describe(&e)));
         }
         if let Some(aside) = renamed_to
@@ -709,271 +704,6 @@ impl Refresher for DockerRefresher {
     }
 }
 
-/// What one look at a just started container says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Verdict {
-    /// Not proven yet: look again.
-    Wait,
-    /// Running through the settle period and, when it has a health check, healthy.
-    Proven { health: Option<HealthStatusEnum> },
-    /// Exited, restarted or otherwise not running: why, without its logs.
-    Down(String),
-    /// Its health check said no, or did not say yes in time.
-    Unhealthy(String),
-}
-
-/// Judges a container `elapsed` after its start: it must be running, never restarted, through
-/// `settle`; with a health check (`State.Health`) it must also become `healthy`, and fails on
-/// `unhealthy` or when still `starting` at `health_timeout` (counted from the start).
-fn judge(
-    container: &ContainerInspectResponse,
-    elapsed: Duration,
-    settle: Duration,
-    health_timeout: Duration,
-) -> Verdict {
-    let state = container.state.clone().unwrap_or_default();
-    let exit_code = state.exit_code.unwrap_or(0);
-    let restarts = container.restart_count.unwrap_or(0);
-    if state.restarting == Some(true) || restarts > 0 {
-        let last_exit = if exit_code == 0 {
-            String::new()
-        } else {
-            format!(" (last exit code {exit_code})")
-        };
-        return Verdict::Down(format!(
-            "is crash-looping: exited and was restarted by its restart policy {} time(s){last_exit}",
-            restarts.max(1)
-        ));
-    }
-    if state.running != Some(true) {
-        let mut why = match state.status {
-            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) | None => {
-                format!("exited with code {exit_code}")
-            }
-            Some(status) => format!("is not running (status {status}, exit code {exit_code})"),
-        };
-        why.push_str(&format!(" {:.1}s after its start", elapsed.as_secs_f32()));
-        if state.oom_killed == Some(true) {
-            why.push_str(", killed for running out of memory");
-        }
-        if let Some(error) = state.error.filter(|e| !e.is_empty()) {
-            why.push_str(&format!(" ({error})"));
-        }
-        return Verdict::Down(why);
-    }
-    let health = state
-        .health
-        .filter(|h| !matches!(h.status, None | Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY)));
-    let Some(health) = health else {
-        return if elapsed >= settle {
-            Verdict::Proven { health: None }
-        } else {
-            Verdict::Wait
-        };
-    };
-    let last_probe = || {
-        health.log.as_ref().and_then(|log| log.last()).map_or_else(
-            || "no probe has finished".to_owned(),
-            |probe| {
-                let output = probe
-                    .output
-                    .as_deref()
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let output = if output.is_empty() {
-                    "no output".to_owned()
-                } else {
-                    clip_front(&output)
-                };
-                format!("last probe exit code {}: {output}", probe.exit_code.unwrap_or(-1))
-            },
-        )
-    };
-    match health.status {
-        Some(HealthStatusEnum::UNHEALTHY) => Verdict::Unhealthy(format!(
-            "is unhealthy after {} failing health probe(s) ({})",
-            health.failing_streak.unwrap_or(0),
-            last_probe()
-        )),
-        Some(HealthStatusEnum::HEALTHY) if elapsed >= settle => Verdict::Proven {
-            health: Some(HealthStatusEnum::HEALTHY),
-        },
-        Some(status) if status != HealthStatusEnum::HEALTHY && elapsed >= health_timeout.max(settle) => {
-            Verdict::Unhealthy(format!(
-                "was not healthy within {:.1}s (health status {status}; {})",
-                health_timeout.max(settle).as_secs_f32(),
-                last_probe()
-            ))
-        }
-        _ => Verdict::Wait,
-    }
-}
-
-/// `text` cut to its last [`OUTPUT_LIMIT`] characters (the end says the most).
-fn clip_front(text: &str) -> String {
-    let count = text.chars().count();
-    if count <= OUTPUT_LIMIT {
-        text.to_owned()
-    } else {
-        let kept: String = text.chars().skip(count - OUTPUT_LIMIT).collect();
-        format!("...{kept}")
-    }
-}
-
-/// The create request for a copy of `old` on whatever image its configured reference names now,
-/// plus the networks to connect after create (API < 1.44 takes one network at create).
-///
-/// Values the container only has because the OLD image set them (env, labels, cmd, entrypoint,
-/// working dir, user, ports, volumes, healthcheck, ...) are dropped, so the new image's values
-/// apply; everything set on the container itself is kept.
-pub fn create_body(
-    old: &ContainerInspectResponse,
-    image: Option<&ImageConfig>,
-) -> (ContainerCreateBody, Vec<(String, EndpointSettings)>) {
-    let config = old.config.clone().unwrap_or_default();
-    let old_id = old.id.clone().unwrap_or_default();
-    let ContainerConfig {
-        hostname,
-        domainname,
-        user,
-        attach_stdin,
-        attach_stdout,
-        attach_stderr,
-        exposed_ports,
-        tty,
-        open_stdin,
-        stdin_once,
-        env,
-        cmd,
-        healthcheck,
-        args_escaped,
-        image: configured_image,
-        volumes,
-        working_dir,
-        entrypoint,
-        network_disabled,
-        on_build,
-        labels,
-        stop_signal,
-        stop_timeout,
-        shell,
-    } = config;
-    let mut host_config = old.host_config.clone().unwrap_or_default();
-    let network_mode = host_config.network_mode.clone().unwrap_or_else(|| "default".into());
-    let shares_namespace = network_mode.starts_with("container:") || network_mode == "host";
-    // The engine's default hostname is the short container ID: let the new one get its own.
-    let hostname = hostname.filter(|h| !h.is_empty() && !old_id.starts_with(h.as_str()) && !shares_namespace);
-    let domainname = domainname.filter(|_| !shares_namespace);
-    if let Some(links) = host_config.links.as_mut() {
-        // Inspect shows `/target:/this/alias`; create wants `target:alias`.
-        for link in links.iter_mut() {
-            if let Some((target, alias)) = link.split_once(':') {
-                let alias = alias.rsplit('/').next().unwrap_or(alias);
-                *link = format!("{}:{alias}", target.trim_start_matches('/'));
-            }
-        }
-    }
-
-    let (cmd, entrypoint) = match image {
-        // The image's own command pair stays the image's own, so a new image may change it.
-        Some(image) if cmd == image.cmd && entrypoint == image.entrypoint => (None, None),
-        Some(image) if entrypoint == image.entrypoint => (cmd, None),
-        _ => (cmd, entrypoint),
-    };
-    let unless_from_image =
-        |value: Option<String>, from_image: Option<&String>| value.filter(|v| !v.is_empty() && Some(v) != from_image);
-    let body = ContainerCreateBody {
-        hostname,
-        domainname,
-        user: unless_from_image(user, image.and_then(|i| i.user.as_ref())),
-        attach_stdin,
-        attach_stdout,
-        attach_stderr,
-        exposed_ports: without(exposed_ports, image.and_then(|i| i.exposed_ports.as_ref())),
-        tty,
-        open_stdin,
-        stdin_once,
-        env: without(env, image.and_then(|i| i.env.as_ref())),
-        cmd,
-        healthcheck: healthcheck.filter(|h| Some(h) != image.and_then(|i| i.healthcheck.as_ref())),
-        args_escaped,
-        image: configured_image,
-        volumes: without(volumes, image.and_then(|i| i.volumes.as_ref())),
-        working_dir: unless_from_image(working_dir, image.and_then(|i| i.working_dir.as_ref())),
-        entrypoint,
-        network_disabled,
-        on_build: on_build.filter(|o| Some(o) != image.and_then(|i| i.on_build.as_ref())),
-        labels: labels.map(|labels| {
-            let from_image = image.and_then(|i| i.labels.as_ref());
-            labels
-                .into_iter()
-                .filter(|(key, value)| from_image.and_then(|l| l.get(key)) != Some(value))
-                .collect()
-        }),
-        stop_signal: unless_from_image(stop_signal, image.and_then(|i| i.stop_signal.as_ref())),
-        stop_timeout,
-        shell: shell.filter(|s| Some(s) != image.and_then(|i| i.shell.as_ref())),
-        host_config: Some(host_config),
-        networking_config: None,
-    };
-
-    let networks = old
-        .network_settings
-        .as_ref()
-        .and_then(|settings| settings.networks.clone())
-        .unwrap_or_default();
-    let primary = if network_mode == "default" {
-        "bridge".to_owned()
-    } else {
-        network_mode.clone()
-    };
-    let mut body = body;
-    let mut extra = Vec::new();
-    let mut names: Vec<&String> = networks.keys().collect();
-    names.sort();
-    for network in names {
-        let endpoint = copied_endpoint(&networks[network], &old_id);
-        if *network == primary {
-            if !matches!(network.as_str(), "bridge" | "host" | "none") && !shares_namespace {
-                body.networking_config = Some(NetworkingConfig {
-                    endpoints_config: Some(HashMap::from([(network.clone(), endpoint)])),
-                });
-            }
-        } else if !shares_namespace {
-            extra.push((network.clone(), endpoint));
-        }
-    }
-    (body, extra)
-}
-
-/// The parts of an endpoint that were configured, not assigned at run time.
-fn copied_endpoint(endpoint: &EndpointSettings, old_id: &str) -> EndpointSettings {
-    EndpointSettings {
-        ipam_config: endpoint.ipam_config.clone(),
-        links: endpoint.links.clone(),
-        aliases: endpoint.aliases.as_ref().map(|aliases| {
-            aliases
-                .iter()
-                .filter(|alias| !old_id.starts_with(alias.as_str()))
-                .cloned()
-                .collect()
-        }),
-        driver_opts: endpoint.driver_opts.clone(),
-        ..EndpointSettings::default()
-    }
-}
-
-fn without(values: Option<Vec<String>>, from_image: Option<&Vec<String>>) -> Option<Vec<String>> {
-    let values = values?;
-    let kept: Vec<String> = values
-        .into_iter()
-        .filter(|value| from_image.is_none_or(|image| !image.contains(value)))
-        .collect();
-    (!kept.is_empty()).then_some(kept)
-}
-
 fn container_name(container: &ContainerInspectResponse) -> String {
     container
         .name
@@ -1007,118 +737,7 @@ fn describe(error: &BollardError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::{ContainerState, Health, HealthcheckResult, HostConfig, NetworkSettings};
     use rstest::rstest;
-
-    const RUNNING: ContainerStateStatusEnum = ContainerStateStatusEnum::RUNNING;
-    const EXITED: ContainerStateStatusEnum = ContainerStateStatusEnum::EXITED;
-    const CREATED: ContainerStateStatusEnum = ContainerStateStatusEnum::CREATED;
-    const STARTING: HealthStatusEnum = HealthStatusEnum::STARTING;
-    const HEALTHY: HealthStatusEnum = HealthStatusEnum::HEALTHY;
-    const UNHEALTHY: HealthStatusEnum = HealthStatusEnum::UNHEALTHY;
-
-    fn strings(values: &[&str]) -> Option<Vec<String>> {
-        Some(values.iter().map(|v| (*v).to_owned()).collect())
-    }
-
-    fn old_container() -> ContainerInspectResponse {
-        ContainerInspectResponse {
-            id: Some("0123456789abcdef0123".into()),
-            name: Some("/ws-one".into()),
-            image: Some("sha256:aaaa".into()),
-            state: Some(ContainerState {
-                running: Some(true),
-                ..ContainerState::default()
-            }),
-            config: Some(ContainerConfig {
-                hostname: Some("0123456789ab".into()),
-                image: Some("127.0.0.1:5000/org/app:latest".into()),
-                env: strings(&["PATH=/bin", "IMAGEWATCH_TEST_VERSION=1", "MINE=yes"]),
-                cmd: strings(&["/bin/busybox", "sleep", "3600"]),
-                labels: Some(HashMap::from([
-                    ("org.opencontainers.image.version".to_owned(), "1".to_owned()),
-                    ("team".to_owned(), "blue".to_owned()),
-                ])),
-                ..ContainerConfig::default()
-            }),
-            host_config: Some(HostConfig {
-                network_mode: Some("appnet".into()),
-                links: strings(&["/db:/ws-one/database"]),
-                ..HostConfig::default()
-            }),
-            network_settings: Some(NetworkSettings {
-                networks: Some(HashMap::from([
-                    (
-                        "appnet".to_owned(),
-                        EndpointSettings {
-                            aliases: strings(&["0123456789ab", "app"]),
-                            ip_address: Some("172.30.0.2".into()),
-                            ..EndpointSettings::default()
-                        },
-                    ),
-                    ("other".to_owned(), EndpointSettings::default()),
-                ])),
-                ..NetworkSettings::default()
-            }),
-            ..ContainerInspectResponse::default()
-        }
-    }
-
-    fn old_image() -> ImageConfig {
-        ImageConfig {
-            env: strings(&["PATH=/bin", "IMAGEWATCH_TEST_VERSION=1"]),
-            cmd: strings(&["/bin/busybox", "sleep", "3600"]),
-            labels: Some(HashMap::from([(
-                "org.opencontainers.image.version".to_owned(),
-                "1".to_owned(),
-            )])),
-            ..ImageConfig::default()
-        }
-    }
-
-    #[test]
-    fn copy_keeps_what_the_container_set_and_drops_what_the_old_image_set() {
-        let (body, extra) = create_body(&old_container(), Some(&old_image()));
-        assert_eq!(body.image.as_deref(), Some("127.0.0.1:5000/org/app:latest"));
-        assert_eq!(body.env, strings(&["MINE=yes"]));
-        assert_eq!(body.cmd, None, "the image's own command stays the image's");
-        assert_eq!(
-            body.labels,
-            Some(HashMap::from([("team".to_owned(), "blue".to_owned())]))
-        );
-        assert_eq!(body.hostname, None, "the default hostname is the old ID");
-        let host = body.host_config.expect("host config");
-        assert_eq!(host.links, strings(&["db:database"]));
-        let endpoints = body
-            .networking_config
-            .and_then(|n| n.endpoints_config)
-            .expect("primary network");
-        let appnet = &endpoints["appnet"];
-        assert_eq!(appnet.aliases, strings(&["app"]));
-        assert_eq!(appnet.ip_address, None, "run-time address not copied");
-        assert_eq!(extra.len(), 1);
-        assert_eq!(extra[0].0, "other");
-    }
-
-    #[test]
-    fn without_the_old_image_everything_is_copied() {
-        let (body, _) = create_body(&old_container(), None);
-        assert_eq!(
-            body.env,
-            strings(&["PATH=/bin", "IMAGEWATCH_TEST_VERSION=1", "MINE=yes"])
-        );
-        assert_eq!(body.cmd, strings(&["/bin/busybox", "sleep", "3600"]));
-    }
-
-    #[test]
-    fn overridden_command_is_kept() {
-        let mut old = old_container();
-        if let Some(config) = old.config.as_mut() {
-            config.cmd = strings(&["/bin/busybox", "sleep", "99"]);
-        }
-        let (body, _) = create_body(&old, Some(&old_image()));
-        assert_eq!(body.cmd, strings(&["/bin/busybox", "sleep", "99"]));
-    }
 
     #[rstest]
     #[case::no_filter(None, None, "anything", &[], true)]
@@ -1152,89 +771,6 @@ mod tests {
             ContainerFilter::parse_label(input).ok(),
             expected.map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
-    }
-
-    /// A container as inspect shows it: `running`, `status`, `exit_code`, `restarts`, and the
-    /// health status with the last probe's output when it has a health check.
-    fn started(
-        running: bool,
-        status: ContainerStateStatusEnum,
-        exit_code: i64,
-        restarts: i64,
-        health: Option<(HealthStatusEnum, &str)>,
-    ) -> ContainerInspectResponse {
-        ContainerInspectResponse {
-            restart_count: Some(restarts),
-            state: Some(ContainerState {
-                running: Some(running),
-                restarting: Some(false),
-                status: Some(status),
-                exit_code: Some(exit_code),
-                health: health.map(|(status, output)| Health {
-                    status: Some(status),
-                    failing_streak: Some(i64::from(status == HealthStatusEnum::UNHEALTHY)),
-                    log: Some(vec![HealthcheckResult {
-                        exit_code: Some(i64::from(status == HealthStatusEnum::UNHEALTHY)),
-                        output: Some(output.to_owned()),
-                        ..HealthcheckResult::default()
-                    }]),
-                }),
-                ..ContainerState::default()
-            }),
-            ..ContainerInspectResponse::default()
-        }
-    }
-
-    enum Expect {
-        Wait,
-        Proven,
-        Down(&'static str),
-        Unhealthy(&'static str),
-    }
-
-    const SETTLE: Duration = Duration::from_secs(5);
-    const HEALTH: Duration = Duration::from_secs(60);
-
-    #[rstest]
-    #[case::running_within_settle(started(true, RUNNING, 0, 0, None), 1, Expect::Wait)]
-    #[case::running_through_settle(started(true, RUNNING, 0, 0, None), 5, Expect::Proven)]
-    #[case::exited_at_once(started(false, EXITED, 3, 0, None), 0, Expect::Down("exited with code 3"))]
-    #[case::exited_cleanly_still_down(started(false, EXITED, 0, 0, None), 0, Expect::Down("exited with code 0"))]
-    #[case::restarted_by_policy(
-        started(true, RUNNING, 0, 2, None),
-        1,
-        Expect::Down("restarted by its restart policy 2 time(s)")
-    )]
-    #[case::never_started(started(false, CREATED, 0, 0, None), 0, Expect::Down("not running (status created"))]
-    #[case::starting_health(started(true, RUNNING, 0, 0, Some((STARTING, ""))), 30, Expect::Wait)]
-    #[case::healthy_before_settle(started(true, RUNNING, 0, 0, Some((HEALTHY, ""))), 1, Expect::Wait)]
-    #[case::healthy_after_settle(started(true, RUNNING, 0, 0, Some((HEALTHY, ""))), 5, Expect::Proven)]
-    #[case::unhealthy(started(true, RUNNING, 0, 0, Some((UNHEALTHY, "db down\n"))), 1, Expect::Unhealthy("unhealthy after 1 failing health probe(s) (last probe exit code 1: db down)"))]
-    #[case::health_timeout(started(true, RUNNING, 0, 0, Some((STARTING, ""))), 60, Expect::Unhealthy("not healthy within 60.0s (health status starting"))]
-    #[case::health_none_is_no_check(started(true, RUNNING, 0, 0, Some((HealthStatusEnum::NONE, ""))), 5, Expect::Proven)]
-    #[case::exit_beats_health(started(false, EXITED, 137, 0, Some((HEALTHY, ""))), 9, Expect::Down("exited with code 137"))]
-    fn new_container_proves_itself_by_running_through_settle_and_being_healthy(
-        #[case] container: ContainerInspectResponse,
-        #[case] elapsed_secs: u64,
-        #[case] expected: Expect,
-    ) {
-        let verdict = judge(&container, Duration::from_secs(elapsed_secs), SETTLE, HEALTH);
-        match (&verdict, expected) {
-            (Verdict::Wait, Expect::Wait) | (Verdict::Proven { .. }, Expect::Proven) => {}
-            (Verdict::Down(why), Expect::Down(part)) | (Verdict::Unhealthy(why), Expect::Unhealthy(part)) => {
-                assert!(why.contains(part), "{why:?} lacks {part:?}");
-            }
-            _ => panic!("unexpected verdict {verdict:?}"),
-        }
-    }
-
-    #[test]
-    fn clip_keeps_the_end_of_long_output() {
-        let long = format!("{}end", "x".repeat(OUTPUT_LIMIT));
-        let clipped = clip_front(&long);
-        assert!(clipped.starts_with("...") && clipped.ends_with("end"), "{clipped}");
-        assert_eq!(clipped.chars().count(), OUTPUT_LIMIT + 3);
-        assert_eq!(clip_front("short"), "short");
     }
 
     #[tokio::test]
