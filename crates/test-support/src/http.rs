@@ -15,8 +15,11 @@ use tokio::sync::oneshot;
 /// An axum router served on 127.0.0.1 (OS-picked port) from a dedicated thread with its own
 /// current-thread tokio runtime. Dropping it stops the server and cancels in-flight requests
 /// (including handlers that never answer).
+///
+/// Public so that tools outside this crate (xtask's challenge-rewriting proxy) serve their
+/// own routers the same way instead of writing the thread and runtime again.
 #[derive(Debug)]
-pub(crate) struct ServerThread {
+pub struct ServerThread {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     join: Option<JoinHandle<()>>,

@@ -6,17 +6,15 @@
 //! Why: CNCF distribution always puts `service` in its challenge; this is the only part of
 //! the gitea-legacy flavour that is not the real registry, and the matrix says so.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::oneshot;
+use test_support::ServerThread;
 
 struct Proxy {
     upstream: String,
@@ -25,18 +23,17 @@ struct Proxy {
     rewritten: AtomicUsize,
 }
 
-/// The running proxy (own thread and runtime, 127.0.0.1, OS-picked port); stops on drop.
+/// The running proxy (a [`ServerThread`]: own thread and runtime, 127.0.0.1, OS-picked port);
+/// stops on drop.
 pub struct LegacyGiteaFront {
-    addr: SocketAddr,
     proxy: Arc<Proxy>,
-    shutdown: Option<oneshot::Sender<()>>,
-    join: Option<JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl std::fmt::Debug for LegacyGiteaFront {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LegacyGiteaFront")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("upstream", &self.proxy.upstream)
             .field("rewritten", &self.rewritten())
             .finish()
@@ -48,7 +45,7 @@ impl LegacyGiteaFront {
     /// `realm`.
     ///
     /// # Panics
-    /// When binding or building the runtime fails.
+    /// When the challenges are not header values, or binding or building the runtime fails.
     pub fn start(upstream: &str, realm: &str) -> LegacyGiteaFront {
         let challenges = [
             format!("Bearer realm=\"{realm}\""),
@@ -67,63 +64,19 @@ impl LegacyGiteaFront {
                 .unwrap_or_else(|e| panic!("xtask: http client: {e}")),
             rewritten: AtomicUsize::new(0),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("xtask: bind: {e}"));
-        listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("xtask: set_nonblocking: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("xtask: local_addr: {e}"));
         let router = Router::new().fallback(forward).with_state(proxy.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let join = std::thread::Builder::new()
-            .name("xtask-legacy-gitea-front".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap_or_else(|e| panic!("xtask: runtime: {e}"));
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).unwrap_or_else(|e| panic!("xtask: listener: {e}"));
-                    tokio::select! {
-                        result = axum::serve(listener, router) => {
-                            if let Err(e) = result {
-                                eprintln!("xtask: legacy gitea front: {e}");
-                            }
-                        }
-                        _ = rx => {}
-                    }
-                });
-            })
-            .unwrap_or_else(|e| panic!("xtask: spawn: {e}"));
-        LegacyGiteaFront {
-            addr,
-            proxy,
-            shutdown: Some(tx),
-            join: Some(join),
-        }
+        let server = ServerThread::spawn("legacy-gitea-front", router);
+        LegacyGiteaFront { proxy, server }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// How many 401 challenges were rewritten so far.
     pub fn rewritten(&self) -> usize {
         self.proxy.rewritten.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for LegacyGiteaFront {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(join) = self.join.take() {
-            let _ = join.join();
-        }
     }
 }
 
