@@ -153,7 +153,7 @@ impl RegistryClient {
         let mut failed_hosts: HashMap<RegistryHost, RegistryError> = HashMap::new();
         let mut failed_scopes: HashMap<(RegistryHost, String), RegistryError> = HashMap::new();
         for (host, repositories) in &by_host {
-            let challenge = match self.host_auth(host).await {
+            let challenge = match self.host_auth(host, &self.entry(host)).await {
                 Ok(HostAuth::Challenged(challenge)) if challenge.scheme() == &AuthScheme::Bearer => challenge,
                 Ok(_) => continue,
                 Err(error) => {
@@ -209,15 +209,16 @@ impl RegistryClient {
     }
 
     fn entry(&self, host: &RegistryHost) -> Arc<HostEntry> {
-        self.lock_hosts()
-            .entry(host.clone())
-            .or_insert_with(|| {
-                Arc::new(HostEntry {
-                    probe: tokio::sync::Mutex::new(()),
-                    auth: Mutex::new(HostAuth::Unknown),
-                })
-            })
-            .clone()
+        let mut hosts = self.lock_hosts();
+        if let Some(entry) = hosts.get(host) {
+            return entry.clone();
+        }
+        let entry = Arc::new(HostEntry {
+            probe: tokio::sync::Mutex::new(()),
+            auth: Mutex::new(HostAuth::Unknown),
+        });
+        hosts.insert(host.clone(), entry.clone());
+        entry
     }
 
     fn provider(&self, host: &RegistryHost) -> Option<ProviderEntry> {
@@ -235,11 +236,12 @@ impl RegistryClient {
             .map_or_else(|| ProviderKind::detect(host), |entry| entry.kind.clone())
     }
 
-    /// What `host` wants, probing it (once, shared by concurrent callers) when unknown.
-    async fn host_auth(&self, host: &RegistryHost) -> Result<HostAuth, RegistryError> {
-        let entry = self.entry(host);
-        if !matches!(entry.auth(), HostAuth::Unknown) {
-            return Ok(entry.auth());
+    /// What `host` (whose cache entry is `entry`) wants, probing it (once, shared by
+    /// concurrent callers) when unknown.
+    async fn host_auth(&self, host: &RegistryHost, entry: &HostEntry) -> Result<HostAuth, RegistryError> {
+        let known = entry.auth();
+        if !matches!(known, HostAuth::Unknown) {
+            return Ok(known);
         }
         let _probing = entry.probe.lock().await;
         let known = entry.auth();
@@ -327,7 +329,7 @@ impl RegistryClient {
             reference.repository(),
             reference.manifest_reference()
         );
-        let mut auth = self.host_auth(host).await?;
+        let mut auth = self.host_auth(host, &entry).await?;
         let mut method = Method::HEAD;
         let mut retried_auth = false;
         loop {
