@@ -71,6 +71,32 @@ pub struct Flavour {
 }
 
 impl Flavour {
+    /// A flavour clients reach over TLS with the test CA, mapped to `kind`, with no token
+    /// server and no fronts; callers override the rest with struct update syntax.
+    fn new(
+        name: &'static str,
+        host: RegistryHost,
+        kind: &str,
+        shape: String,
+        ca: &TestCa,
+        registry: Registry,
+        auth: Auth,
+    ) -> Flavour {
+        Flavour {
+            name,
+            shape,
+            providers: format!("{host}={kind}"),
+            host,
+            skopeo_tls: RegistryTls::ca(ca),
+            ca_bundle: ca.ca_cert_path.clone(),
+            registry,
+            token: None,
+            auth,
+            _fronts: Vec::new(),
+            legacy: None,
+        }
+    }
+
     /// `host/repository:tag`.
     pub fn image_ref(&self, repository: &str, tag: &str) -> String {
         format!("{}/{repository}:{tag}", self.host)
@@ -229,21 +255,14 @@ fn same_origin_token(
         &[(realm_path, &token.base_url()), ("/v2/", &registry.base_url())],
     );
     let host = host(&front.host());
+    let shape = format!(
+        "nginx TLS {host} -> registry (token mode); realm {} service {service} on the same origin",
+        auth.realm
+    );
     Flavour {
-        name,
-        shape: format!(
-            "nginx TLS {host} -> registry (token mode); realm {} service {service} on the same origin",
-            auth.realm
-        ),
-        providers: format!("{host}={kind}"),
-        host,
-        skopeo_tls: RegistryTls::ca(ca),
-        ca_bundle: ca.ca_cert_path.clone(),
-        registry,
         token: Some(token),
-        auth: keychain_auth(),
         _fronts: vec![front],
-        legacy: None,
+        ..Flavour::new(name, host, kind, shape, ca, registry, keychain_auth())
     }
 }
 
@@ -274,22 +293,16 @@ pub fn gitea_legacy(wd: &WorkDir, ca: &TestCa) -> Flavour {
         &[("/v2/token", &token.base_url()), ("/v2/", &legacy.base_url())],
     );
     let host = host(&front.host());
+    let shape = format!(
+        "nginx TLS {host} -> xtask challenge rewriter -> registry (token mode); 401s answer \
+         `Bearer realm=\"{realm}\"` (no service) + `Basic realm=\"Gitea Package API\"` \
+         [challenge emulated: distribution cannot emit it]"
+    );
     Flavour {
-        name: "gitea-legacy",
-        shape: format!(
-            "nginx TLS {host} -> xtask challenge rewriter -> registry (token mode); 401s answer \
-             `Bearer realm=\"{realm}\"` (no service) + `Basic realm=\"Gitea Package API\"` \
-             [challenge emulated: distribution cannot emit it]"
-        ),
-        providers: format!("{host}=generic"),
-        host,
-        skopeo_tls: RegistryTls::ca(ca),
-        ca_bundle: ca.ca_cert_path.clone(),
-        registry,
         token: Some(token),
-        auth: keychain_auth(),
         _fronts: vec![front],
         legacy: Some(legacy),
+        ..Flavour::new("gitea-legacy", host, "generic", shape, ca, registry, keychain_auth())
     }
 }
 
@@ -302,21 +315,14 @@ pub fn dockerhub(wd: &WorkDir, ca: &TestCa) -> Flavour {
     auth.realm = front.url("/token");
     let registry = Registry::start(wd, RegistryConfig::with_auth(RegistryAuth::Token(auth.clone())).tls(ca));
     let host = host(&registry.host());
+    let shape = format!(
+        "registry TLS {host} (token mode); realm {} (another host:port) service registry.docker.io",
+        auth.realm
+    );
     Flavour {
-        name: "dockerhub",
-        shape: format!(
-            "registry TLS {host} (token mode); realm {} (another host:port) service registry.docker.io",
-            auth.realm
-        ),
-        providers: format!("{host}=generic"),
-        host,
-        skopeo_tls: RegistryTls::ca(ca),
-        ca_bundle: ca.ca_cert_path.clone(),
-        registry,
         token: Some(token),
-        auth: keychain_auth(),
         _fronts: vec![front],
-        legacy: None,
+        ..Flavour::new("dockerhub", host, "generic", shape, ca, registry, keychain_auth())
     }
 }
 
@@ -333,22 +339,12 @@ pub fn ecr(wd: &WorkDir, ca: &TestCa) -> Flavour {
         .tls(ca),
     );
     let host = host(&registry.host());
-    Flavour {
-        name: "ecr",
-        shape: format!(
-            "moto {} (GetAuthorizationToken, counted) + htpasswd registry TLS {host} holding AWS:<moto password>",
-            moto.endpoint_url()
-        ),
-        providers: format!("{host}=ecr:{}:{}", Moto::ACCOUNT_ID, Moto::REGION),
-        host,
-        skopeo_tls: RegistryTls::ca(ca),
-        ca_bundle: ca.ca_cert_path.clone(),
-        registry,
-        token: None,
-        auth: Auth::Ecr(moto),
-        _fronts: Vec::new(),
-        legacy: None,
-    }
+    let shape = format!(
+        "moto {} (GetAuthorizationToken, counted) + htpasswd registry TLS {host} holding AWS:<moto password>",
+        moto.endpoint_url()
+    );
+    let kind = format!("ecr:{}:{}", Moto::ACCOUNT_ID, Moto::REGION);
+    Flavour::new("ecr", host, &kind, shape, ca, registry, Auth::Ecr(moto))
 }
 
 /// Harbor-like Basic: an htpasswd registry over TLS.
@@ -362,37 +358,18 @@ pub fn basic(wd: &WorkDir, ca: &TestCa) -> Flavour {
         .tls(ca),
     );
     let host = host(&registry.host());
-    Flavour {
-        name: "basic",
-        shape: format!("htpasswd registry TLS {host} (Basic realm=\"harbor\")"),
-        providers: format!("{host}=generic"),
-        host,
-        skopeo_tls: RegistryTls::ca(ca),
-        ca_bundle: ca.ca_cert_path.clone(),
-        registry,
-        token: None,
-        auth: keychain_auth(),
-        _fronts: Vec::new(),
-        legacy: None,
-    }
+    let shape = format!("htpasswd registry TLS {host} (Basic realm=\"harbor\")");
+    Flavour::new("basic", host, "generic", shape, ca, registry, keychain_auth())
 }
 
 /// No auth, plain http on loopback (the client's https-first probe falls back).
 pub fn anonymous(wd: &WorkDir, ca: &TestCa) -> Flavour {
     let registry = Registry::anonymous(wd);
     let host = host(&registry.host());
+    let shape = format!("anonymous registry, plain http {host} (loopback)");
     Flavour {
-        name: "anonymous",
-        shape: format!("anonymous registry, plain http {host} (loopback)"),
-        providers: format!("{host}=generic"),
-        host,
         skopeo_tls: RegistryTls::Plain,
-        ca_bundle: ca.ca_cert_path.clone(),
-        registry,
-        token: None,
-        auth: Auth::Anonymous,
-        _fronts: Vec::new(),
-        legacy: None,
+        ..Flavour::new("anonymous", host, "generic", shape, ca, registry, Auth::Anonymous)
     }
 }
 
