@@ -132,6 +132,17 @@ impl Harness {
         Harness::with(FakeSource::default(), FakeRefresher::default())
     }
 
+    /// A harness whose first `failures` refreshes fail.
+    fn failing_refreshes(failures: usize) -> Harness {
+        Harness::with(
+            FakeSource::default(),
+            FakeRefresher {
+                failures_left: AtomicUsize::new(failures),
+                ..FakeRefresher::default()
+            },
+        )
+    }
+
     fn with(source: FakeSource, refresher: FakeRefresher) -> Harness {
         Harness {
             source: Arc::new(source),
@@ -220,13 +231,7 @@ async fn one_moved_of_two_refreshes_that_one_once() {
 
 #[tokio::test]
 async fn failed_refresh_rolls_back_and_the_next_tick_retries() {
-    let h = Harness::with(
-        FakeSource::default(),
-        FakeRefresher {
-            failures_left: AtomicUsize::new(1),
-            ..FakeRefresher::default()
-        },
-    );
+    let h = Harness::failing_refreshes(1);
     h.source.publish(A, 'a');
     let mut watcher = h.watcher(set(&[A]), WatcherConfig::default());
     watcher.tick().await;
@@ -254,13 +259,7 @@ async fn failed_refresh_rolls_back_and_the_next_tick_retries() {
 
 #[tokio::test(start_paused = true)]
 async fn a_digest_whose_refresh_keeps_failing_is_retried_less_and_less_often_but_a_newer_one_at_once() {
-    let h = Harness::with(
-        FakeSource::default(),
-        FakeRefresher {
-            failures_left: AtomicUsize::new(usize::MAX),
-            ..FakeRefresher::default()
-        },
-    );
+    let h = Harness::failing_refreshes(usize::MAX);
     let interval = Duration::from_secs(60);
     let config = WatcherConfig {
         interval,
@@ -369,13 +368,7 @@ async fn digest_moved_while_down_is_refreshed_at_first_tick_with_a_state_file(
 async fn failed_refresh_is_not_persisted_as_done() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state.json");
-    let h = Harness::with(
-        FakeSource::default(),
-        FakeRefresher {
-            failures_left: AtomicUsize::new(1),
-            ..FakeRefresher::default()
-        },
-    );
+    let h = Harness::failing_refreshes(1);
     h.source.publish(A, 'a');
     let mut watcher = h.watcher(set(&[A]), with_state(&path));
     watcher.tick().await;

@@ -66,6 +66,14 @@ impl DigestSource for SlowSource {
     }
 }
 
+/// A source answering `a...` for A and `b...` for B after `delay`.
+fn answering_a_and_b(delay: Duration) -> Arc<SlowSource> {
+    let source = Arc::new(SlowSource::new(delay));
+    source.answer(A, Ok(digest('a')));
+    source.answer(B, Ok(digest('b')));
+    source
+}
+
 fn watcher(source: &Arc<SlowSource>, interval: Duration) -> Watcher {
     let mut set = WatchSet::new();
     set.add_image(reference(A)).expect("valid");
@@ -96,9 +104,7 @@ async fn run_while<F: std::future::Future<Output = ()>>(watcher: &mut Watcher, s
 
 #[tokio::test(start_paused = true)]
 async fn storm_for_one_image_costs_the_check_in_flight_plus_one_queued() {
-    let source = Arc::new(SlowSource::new(Duration::from_secs(1)));
-    source.answer(A, Ok(digest('a')));
-    source.answer(B, Ok(digest('b')));
+    let source = answering_a_and_b(Duration::from_secs(1));
     let mut watcher = watcher(&source, Duration::from_secs(600));
     let trigger = watcher.trigger();
     let a = reference(A);
@@ -133,9 +139,7 @@ async fn storm_for_one_image_costs_the_check_in_flight_plus_one_queued() {
 
 #[tokio::test(start_paused = true)]
 async fn triggered_check_of_one_image_leaves_the_poll_schedule_alone() {
-    let source = Arc::new(SlowSource::new(Duration::ZERO));
-    source.answer(A, Ok(digest('a')));
-    source.answer(B, Ok(digest('b')));
+    let source = answering_a_and_b(Duration::ZERO);
     let mut watcher = watcher(&source, Duration::from_secs(60));
     let trigger = watcher.trigger();
     run_while(&mut watcher, async {
@@ -155,9 +159,7 @@ async fn triggered_check_of_one_image_leaves_the_poll_schedule_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn triggered_check_of_every_image_counts_as_the_tick() {
-    let source = Arc::new(SlowSource::new(Duration::ZERO));
-    source.answer(A, Ok(digest('a')));
-    source.answer(B, Ok(digest('b')));
+    let source = answering_a_and_b(Duration::ZERO);
     let mut watcher = watcher(&source, Duration::from_secs(60));
     let trigger = watcher.trigger();
     run_while(&mut watcher, async {
