@@ -8,7 +8,7 @@
 //! The batch API asks the provider for tokens covering many repositories at once, so N
 //! repositories of one registry cost ceil(N / batch size) token exchanges.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::StreamExt as _;
@@ -138,14 +138,14 @@ impl RegistryClient {
     pub async fn manifest_digests(&self, references: &[ImageReference], concurrency: usize) -> Vec<DigestResult> {
         let concurrency = concurrency.max(1);
         let mut by_host: Vec<(RegistryHost, Vec<String>)> = Vec::new();
+        let mut seen: HashSet<(&RegistryHost, &str)> = HashSet::new();
         for reference in references {
+            if !seen.insert((reference.host(), reference.repository())) {
+                continue;
+            }
             let repository = reference.repository().to_owned();
             match by_host.iter_mut().find(|(host, _)| host == reference.host()) {
-                Some((_, repositories)) => {
-                    if !repositories.contains(&repository) {
-                        repositories.push(repository);
-                    }
-                }
+                Some((_, repositories)) => repositories.push(repository),
                 None => by_host.push((reference.host().clone(), vec![repository])),
             }
         }
