@@ -126,12 +126,22 @@ fn digest(ctx: &Ctx<'_>, kind: Kind) -> CheckResult {
     let repository = format!("{}/{label}", f.name);
     let (reference, skopeo_digest, _) = push(ctx, &repository, &format!("{} {label} v1", f.name), kind)?;
     let (client, _) = f.client(Access::Good)?;
+    let rewrites_before = f.legacy_rewrites();
     let ours = ctx
         .rt
         .block_on(client.manifest_digest(&parse(&reference)?))
         .map_err(|e| format!("imagewatch: {e}"))?;
     if ours.as_str() != skopeo_digest {
         return Err(format!("imagewatch {ours} != skopeo {skopeo_digest} for {reference}"));
+    }
+    // On gitea-legacy the read must have met the rewritten challenge, or the flavour tests
+    // nothing the plain gitea flavour does not.
+    if let (Some(before), Some(after)) = (rewrites_before, f.legacy_rewrites())
+        && after == before
+    {
+        return Err(format!(
+            "imagewatch read {reference} without meeting the legacy challenge (no 401 rewritten)"
+        ));
     }
     Ok(Some(format!("{} = skopeo", ours.short())))
 }
@@ -269,7 +279,8 @@ fn push_one_tick(ctx: &Ctx<'_>) -> CheckResult {
     )))
 }
 
-/// The Docker Engine `X-Registry-Auth` payload from the provider carries the flavour's host.
+/// The Docker Engine `X-Registry-Auth` payload from the provider carries the flavour's host,
+/// user and the password the registry accepts, and its redacted form hides that password.
 fn engine_payload(ctx: &Ctx<'_>) -> CheckResult {
     let f = ctx.flavour;
     let (_, provider) = f.client(Access::Good)?;
@@ -294,9 +305,15 @@ fn engine_payload(ctx: &Ctx<'_>) -> CheckResult {
     if server != f.host.as_str() {
         return Err(format!("serveraddress {server:?}, expected {}", f.host));
     }
-    let expected_user = f.push_creds().map(|(user, _)| user).unwrap_or_default();
+    let (expected_user, expected_password) = f.push_creds().unwrap_or_default();
     if json["username"].as_str() != Some(expected_user.as_str()) {
         return Err(format!("username {:?}, expected {expected_user}", json["username"]));
+    }
+    // The Engine pulls with this password: a wrong one passes every other line here.
+    if json["password"].as_str() != Some(expected_password.as_str()) {
+        return Err(format!(
+            "the payload's password is not the one the registry accepts for {expected_user}"
+        ));
     }
     let redacted = auth.redacted_json().to_string();
     if let Some(secret) = f.secret()
