@@ -76,6 +76,19 @@ fn digest_of(bytes: &[u8]) -> Digest {
     Digest::sha256_of(bytes)
 }
 
+/// A fault server whose `/v2/` answers 200 without a challenge.
+fn anonymous_registry() -> FaultServer {
+    let server = FaultServer::start();
+    server.on("GET", "/v2/", [Reply::status(200)]);
+    server
+}
+
+/// One manifest check of `server`/`rest` with a fresh [`client_for`] client.
+async fn check(server: &FaultServer, rest: &str) -> Result<Digest, RegistryError> {
+    let (client, _) = client_for(server);
+    client.manifest_digest(&reference(server, rest)).await
+}
+
 fn manifest_path(name: &str, tag: &str) -> String {
     format!("/v2/{name}/manifests/{tag}")
 }
@@ -86,16 +99,11 @@ fn count(server: &FaultServer, method: &str, path: &str) -> usize {
 
 #[tokio::test]
 async fn head_without_digest_header_falls_back_to_get_and_hashes_the_exact_body() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     let path = manifest_path("org/app", "latest");
     server.on("HEAD", &path, [Reply::status(200)]);
     server.on("GET", &path, [Reply::status(200).body(MANIFEST)]);
-    let (client, _) = client_for(&server);
-    let digest = client
-        .manifest_digest(&reference(&server, "org/app:latest"))
-        .await
-        .expect("digest");
+    let digest = check(&server, "org/app:latest").await.expect("digest");
     assert_eq!(digest, digest_of(MANIFEST));
     assert_eq!((count(&server, "HEAD", &path), count(&server, "GET", &path)), (1, 1));
 }
@@ -105,8 +113,7 @@ async fn head_without_digest_header_falls_back_to_get_and_hashes_the_exact_body(
 #[case::not_found_on_head_only(404)]
 #[tokio::test]
 async fn refused_head_falls_back_to_get(#[case] head_status: u16) {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     let path = manifest_path("org/app", "v1");
     server.on("HEAD", &path, [Reply::status(head_status)]);
     server.on(
@@ -116,11 +123,7 @@ async fn refused_head_falls_back_to_get(#[case] head_status: u16) {
             .header("Docker-Content-Digest", digest_of(MANIFEST).as_str())
             .body(MANIFEST)],
     );
-    let (client, _) = client_for(&server);
-    let digest = client
-        .manifest_digest(&reference(&server, "org/app:v1"))
-        .await
-        .expect("digest");
+    let digest = check(&server, "org/app:v1").await.expect("digest");
     assert_eq!(digest, digest_of(MANIFEST));
     // Every manifest request carried all four media types.
     for request in server.requests_to(&path) {
@@ -133,18 +136,13 @@ async fn refused_head_falls_back_to_get(#[case] head_status: u16) {
 
 #[tokio::test]
 async fn rate_limit_error_carries_retry_after() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     server.on(
         "HEAD",
         &manifest_path("org/app", "latest"),
         [Reply::too_many_requests(42)],
     );
-    let (client, _) = client_for(&server);
-    let error = client
-        .manifest_digest(&reference(&server, "org/app:latest"))
-        .await
-        .expect_err("rate limited");
+    let error = check(&server, "org/app:latest").await.expect_err("rate limited");
     assert_eq!(error.kind(), "rate_limited");
     assert_eq!(error.retry_after(), Some(Duration::from_secs(42)));
 }
@@ -156,22 +154,16 @@ async fn rate_limit_error_carries_retry_after() {
 #[case::not_found_everywhere(404, "not_found")]
 #[tokio::test]
 async fn error_statuses_map_to_kinds(#[case] status: u16, #[case] kind: &str) {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     server.on("*", &manifest_path("org/app", "latest"), [Reply::status(status)]);
-    let (client, _) = client_for(&server);
-    let error = client
-        .manifest_digest(&reference(&server, "org/app:latest"))
-        .await
-        .expect_err("fails");
+    let error = check(&server, "org/app:latest").await.expect_err("fails");
     assert_eq!(error.kind(), kind, "{error}");
     assert!(error.to_string().contains(&server.host()), "{error}");
 }
 
 #[tokio::test]
 async fn a_registry_that_never_answers_fails_within_the_timeout() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     server.on("HEAD", &manifest_path("org/app", "latest"), [Reply::hang()]);
     let (client, _) = client_for(&server);
     let started = Instant::now();
@@ -200,25 +192,19 @@ async fn a_closed_port_is_unreachable() {
 #[case::unknown_algorithm("md5:d41d8cd98f00b204e9800998ecf8427e")]
 #[tokio::test]
 async fn a_malformed_digest_header_is_malformed(#[case] header: &str) {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     server.on(
         "HEAD",
         &manifest_path("org/app", "latest"),
         [Reply::status(200).header("Docker-Content-Digest", header)],
     );
-    let (client, _) = client_for(&server);
-    let error = client
-        .manifest_digest(&reference(&server, "org/app:latest"))
-        .await
-        .expect_err("malformed");
+    let error = check(&server, "org/app:latest").await.expect_err("malformed");
     assert_eq!(error.kind(), "malformed", "{error}");
 }
 
 #[tokio::test]
 async fn get_body_that_does_not_match_its_digest_header_is_malformed() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     let path = manifest_path("org/app", "latest");
     server.on("HEAD", &path, [Reply::status(405)]);
     server.on(
@@ -228,18 +214,13 @@ async fn get_body_that_does_not_match_its_digest_header_is_malformed() {
             .header("Docker-Content-Digest", digest_of(b"other").as_str())
             .body(MANIFEST)],
     );
-    let (client, _) = client_for(&server);
-    let error = client
-        .manifest_digest(&reference(&server, "org/app:latest"))
-        .await
-        .expect_err("mismatch");
+    let error = check(&server, "org/app:latest").await.expect_err("mismatch");
     assert_eq!(error.kind(), "malformed", "{error}");
 }
 
 #[tokio::test]
 async fn oversized_manifest_body_is_refused_naming_the_cap() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     let path = manifest_path("org/app", "latest");
     server.on("HEAD", &path, [Reply::status(200)]);
     server.on("GET", &path, [Reply::status(200).body(vec![b'x'; 4096])]);
@@ -259,8 +240,7 @@ async fn oversized_manifest_body_is_refused_naming_the_cap() {
 
 #[tokio::test]
 async fn pinned_reference_is_verified_against_the_answer() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     let pinned = digest_of(b"pinned");
     let path = manifest_path("org/app", pinned.as_str());
     server.on(
@@ -268,9 +248,7 @@ async fn pinned_reference_is_verified_against_the_answer() {
         &path,
         [Reply::status(200).header("Docker-Content-Digest", digest_of(b"other").as_str())],
     );
-    let (client, _) = client_for(&server);
-    let error = client
-        .manifest_digest(&reference(&server, &format!("org/app@{pinned}")))
+    let error = check(&server, &format!("org/app@{pinned}"))
         .await
         .expect_err("mismatch");
     assert!(matches!(error, RegistryError::DigestMismatch { .. }), "{error}");
@@ -382,8 +360,7 @@ async fn harbor_switch_to_basic_is_followed_from_the_new_challenge() {
 
 #[tokio::test]
 async fn anonymous_registry_that_challenges_on_a_manifest_is_answered_then_remembered() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::status(200)]);
+    let server = anonymous_registry();
     let path = manifest_path("org/app", "latest");
     server.on(
         "HEAD",
