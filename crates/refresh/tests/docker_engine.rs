@@ -119,13 +119,18 @@ impl Fixture {
     /// Registers what the reference names locally now (a pulled v2) for clean-up; answers its ID.
     async fn track_current_image(&self) -> Option<String> {
         let id = self.docker.inspect_image(&self.image.to_string()).await.ok()?.id?;
-        self.image_ids.lock().expect("lock").push(id.clone());
+        self.track(&id);
         Some(id)
+    }
+
+    /// Registers the image `id` for clean-up.
+    fn track(&self, id: &str) {
+        self.image_ids.lock().expect("lock").push(id.to_owned());
     }
 
     async fn pull(&self, refresher: &DockerRefresher) -> String {
         let id = refresher.pull(&self.image).await.expect("pulled");
-        self.image_ids.lock().expect("lock").push(id.clone());
+        self.track(&id);
         id
     }
 
@@ -301,7 +306,7 @@ async fn recreate_moves_the_container_to_the_new_image_keeping_name_and_config()
 
     let new = fx.inspect(&name).await;
     let v2 = new.image.clone().expect("image id");
-    fx.image_ids.lock().expect("lock").push(v2.clone());
+    fx.track(&v2);
     assert_ne!(v2, v1, "the container runs the new image");
     assert_ne!(new.id.as_deref(), Some(old_id.as_str()), "a new container");
     assert!(running(&new));
@@ -380,12 +385,7 @@ async fn new_container_that_cannot_start_is_rolled_back_to_the_old_one() {
         image: Some(fx.image.to_string()),
         ..ContainerCreateBody::default()
     };
-    let created = fx
-        .docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-        .await
-        .expect("created");
-    fx.docker.start_container(&created.id, None).await.expect("started");
+    let old_id = fx.create_and_start(&name, body).await;
     fx.push(&ImageSpec::busybox("2").cmd(&["/bin/does-not-exist"]));
 
     let error = refresher.refresh_image(&fx.image).await.expect_err("start fails");
@@ -396,14 +396,12 @@ async fn new_container_that_cannot_start_is_rolled_back_to_the_old_one() {
     assert_eq!(failures[0].step, "start new", "{error}");
     assert!(failures[0].rollback.starts_with("rolled back"), "{error}");
     // The broken v2 was pulled: register it for clean-up.
-    if let Ok(image) = fx.docker.inspect_image(&fx.image.to_string()).await {
-        fx.image_ids.lock().expect("lock").extend(image.id);
-    }
+    fx.track_current_image().await;
 
     let container = fx.inspect(&name).await;
     assert_eq!(
         container.id.as_deref(),
-        Some(created.id.as_str()),
+        Some(old_id.as_str()),
         "the old container is back"
     );
     assert!(running(&container), "and running");
@@ -424,7 +422,7 @@ async fn remove_mode_removes_matching_containers_for_the_platform_to_reprovision
     fx.push(&ImageSpec::busybox("2"));
 
     let outcome = refresher.refresh_image(&fx.image).await.expect("refreshed");
-    fx.image_ids.lock().expect("lock").push(outcome.image_id.clone());
+    fx.track(&outcome.image_id);
     assert_eq!(outcome.removed, vec![name.clone()]);
     assert_eq!(fx.names().await, vec![bystander]);
 }
@@ -444,22 +442,18 @@ async fn auto_remove_container_is_refused_not_stopped() {
         }),
         ..ContainerCreateBody::default()
     };
-    let created = fx
-        .docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-        .await
-        .expect("created");
-    fx.docker.start_container(&created.id, None).await.expect("started");
+    let old_id = fx.create_and_start(&name, body).await;
     fx.push(&ImageSpec::busybox("2"));
 
     let error = refresher.refresh_image(&fx.image).await.expect_err("refused");
     let DockerError::Containers { failures, done, .. } = &error else {
         panic!("{error:?}")
     };
-    fx.image_ids.lock().expect("lock").push(done.image_id.clone());
+    fx.track(&done.image_id);
     assert_eq!(failures[0].step, "check", "{error}");
     assert!(failures[0].message.contains("--rm"), "{error}");
     let container = fx.inspect(&name).await;
+    assert_eq!(container.id.as_deref(), Some(old_id.as_str()), "the same container");
     assert!(running(&container));
     assert_eq!(container.image.as_deref(), Some(v1.as_str()));
 }
@@ -567,7 +561,7 @@ async fn healthy_new_container_replaces_the_old_one_after_settling() {
     let started = Instant::now();
     let outcome = refresher.refresh_image(&fx.image).await.expect("recreated");
     let took = started.elapsed();
-    fx.image_ids.lock().expect("lock").push(outcome.image_id.clone());
+    fx.track(&outcome.image_id);
     assert_eq!(outcome.recreated, vec![name.clone()], "{}", outcome.summary());
     assert!(
         took >= test_config().settle,
