@@ -274,3 +274,83 @@ pub(crate) fn answers_http(url: &str, ca_pem: Option<&str>) -> bool {
     req.ca_pem = ca_pem.map(str::to_string);
     http_send(&req).is_ok()
 }
+
+/// The upstream of an in-process pass-through proxy (moto's counter, xtask's challenge
+/// rewriter): forwards method, path and query, body and end-to-end headers, and answers with
+/// the upstream's status, headers and body. No redirects followed, no proxy.
+#[derive(Debug)]
+pub struct Upstream {
+    base: String,
+    client: reqwest::Client,
+    keep_host: bool,
+}
+
+impl Upstream {
+    /// Forwards to `base` (`http://HOST:PORT`). With `keep_host` the client's `Host` header
+    /// passes too, so upstream URLs (e.g. a registry's upload `Location`) name the proxy's
+    /// front; without it the request names `base`.
+    ///
+    /// # Panics
+    /// When the HTTP client cannot be built.
+    pub fn new(base: &str, keep_host: bool) -> Upstream {
+        Upstream {
+            base: base.trim_end_matches('/').to_string(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_else(|e| panic!("test-support: http client: {e}")),
+            keep_host,
+        }
+    }
+
+    /// The base URL requests go to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Passes `req` on. `Err` is the answer to give instead: 400 when the request body cannot
+    /// be read, 502 when the upstream does not answer.
+    pub async fn forward(
+        &self,
+        req: axum::extract::Request,
+    ) -> Result<axum::response::Response, axum::response::Response> {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        let method = req.method().clone();
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let headers = req.headers().clone();
+        let body = axum::body::to_bytes(req.into_body(), 512 * 1024 * 1024)
+            .await
+            .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
+        let mut upstream = self.client.request(method, format!("{}{path}", self.base)).body(body);
+        for (name, value) in &headers {
+            if !hop_by_hop(name) && (self.keep_host || name != axum::http::header::HOST) {
+                upstream = upstream.header(name, value);
+            }
+        }
+        let answer = upstream
+            .send()
+            .await
+            .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{} unreachable: {e}", self.base)).into_response())?;
+        let status = answer.status();
+        let answer_headers = answer.headers().clone();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        let mut out = axum::response::Response::new(axum::body::Body::from(bytes));
+        *out.status_mut() = status;
+        for (name, value) in &answer_headers {
+            if !hop_by_hop(name) {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Headers of one connection, not of the message: never passed on by a proxy.
+fn hop_by_hop(name: &axum::http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "upgrade" | "te" | "trailer"
+    )
+}

@@ -43,7 +43,7 @@ mod workdir;
 
 pub use ca::TestCa;
 pub use fault::{FaultServer, RecordedRequest, Reply};
-pub use http::{HttpRequest, HttpResponse, READINESS_USER_AGENT, ServerThread, http_get, http_send};
+pub use http::{HttpRequest, HttpResponse, READINESS_USER_AGENT, ServerThread, Upstream, http_get, http_send};
 pub use image::{
     ALL_MANIFEST_TYPES, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, ImageSpec, OCI_INDEX, OCI_MANIFEST, OciLayout, Platform,
     PlatformManifest, build_image, build_index, build_multi_arch, sha256_digest,

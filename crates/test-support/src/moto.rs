@@ -8,15 +8,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::WorkDir;
-use crate::http::{ServerThread, answers_http};
+use crate::http::{ServerThread, Upstream, answers_http};
 use crate::process::{ChildProcess, MOTO_SERVER, find_program, free_port, startup_failure};
 
 /// The `X-Amz-Target` of ECR's GetAuthorizationToken.
@@ -47,10 +46,9 @@ impl AwsCall {
 }
 
 struct ProxyState {
-    upstream: String,
+    upstream: Upstream,
     calls: Mutex<Vec<AwsCall>>,
     auth_token_faults: Mutex<VecDeque<u16>>,
-    client: reqwest::Client,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,14 +106,9 @@ impl Moto {
             match child.try_wait_ready(&mut || answers_http(&url, None)) {
                 Ok(()) => {
                     let state = Arc::new(ProxyState {
-                        upstream: format!("http://127.0.0.1:{port}"),
+                        upstream: Upstream::new(&format!("http://127.0.0.1:{port}"), false),
                         calls: Mutex::new(Vec::new()),
                         auth_token_faults: Mutex::new(VecDeque::new()),
-                        client: reqwest::Client::builder()
-                            .no_proxy()
-                            .redirect(reqwest::redirect::Policy::none())
-                            .build()
-                            .unwrap_or_else(|e| panic!("test-support: http client: {e}")),
                     });
                     let router = Router::new().fallback(forward).with_state(state.clone());
                     let proxy = ServerThread::spawn("moto-proxy", router);
@@ -226,7 +219,6 @@ fn aws_error(status: u16) -> Response {
 }
 
 async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response {
-    let method = req.method().clone();
     let path = req
         .uri()
         .path_and_query()
@@ -237,8 +229,8 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mut call = AwsCall {
-        method: method.to_string(),
-        path: path.clone(),
+        method: req.method().to_string(),
+        path,
         target,
         status: 0,
         injected: false,
@@ -252,46 +244,8 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
         return aws_error(status);
     }
 
-    let headers = req.headers().clone();
-    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    let mut upstream = state
-        .client
-        .request(method, format!("{}{path}", state.upstream))
-        .body(body);
-    for (name, value) in &headers {
-        if !is_hop_header(name) {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let response = match upstream.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            call.status = 502;
-            lock(&state.calls).push(call);
-            return (StatusCode::BAD_GATEWAY, format!("moto unreachable: {e}")).into_response();
-        }
-    };
-    let status = response.status();
-    let resp_headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap_or_default();
-    call.status = status.as_u16();
+    let response = state.upstream.forward(req).await.unwrap_or_else(|refusal| refusal);
+    call.status = response.status().as_u16();
     lock(&state.calls).push(call);
-    let mut out = Response::new(Body::from(bytes));
-    *out.status_mut() = status;
-    for (name, value) in &resp_headers {
-        if !is_hop_header(name) {
-            out.headers_mut().append(name.clone(), value.clone());
-        }
-    }
-    out
-}
-
-fn is_hop_header(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "host" | "content-length" | "transfer-encoding" | "connection" | "keep-alive"
-    )
+    response
 }

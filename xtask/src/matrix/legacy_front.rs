@@ -10,16 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use test_support::ServerThread;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use test_support::{ServerThread, Upstream};
 
 struct Proxy {
-    upstream: String,
+    upstream: Upstream,
     challenges: Vec<HeaderValue>,
-    client: reqwest::Client,
     rewritten: AtomicUsize,
 }
 
@@ -34,7 +32,7 @@ impl std::fmt::Debug for LegacyGiteaFront {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LegacyGiteaFront")
             .field("addr", &self.server.addr())
-            .field("upstream", &self.proxy.upstream)
+            .field("upstream", &self.proxy.upstream.base())
             .field("rewritten", &self.rewritten())
             .finish()
     }
@@ -55,13 +53,9 @@ impl LegacyGiteaFront {
         .map(|c| HeaderValue::from_str(c).unwrap_or_else(|e| panic!("xtask: challenge {c:?}: {e}")))
         .collect();
         let proxy = Arc::new(Proxy {
-            upstream: upstream.trim_end_matches('/').to_owned(),
+            // The client's Host passes, so the registry's upload `Location`s name the front.
+            upstream: Upstream::new(upstream, true),
             challenges,
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_else(|e| panic!("xtask: http client: {e}")),
             rewritten: AtomicUsize::new(0),
         });
         let router = Router::new().fallback(forward).with_state(proxy.clone());
@@ -80,47 +74,13 @@ impl LegacyGiteaFront {
     }
 }
 
-fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "upgrade" | "te" | "trailer"
-    )
-}
-
 async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let headers = req.headers().clone();
-    let body = match axum::body::to_bytes(req.into_body(), 512 * 1024 * 1024).await {
-        Ok(body) => body,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    let mut out = match proxy.upstream.forward(req).await {
+        Ok(answer) | Err(answer) => answer,
     };
-    let mut upstream = proxy
-        .client
-        .request(method, format!("{}{path}", proxy.upstream))
-        .body(body);
-    for (name, value) in &headers {
-        if !hop_by_hop(name) {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let answer = match upstream.send().await {
-        Ok(answer) => answer,
-        Err(e) => return (StatusCode::BAD_GATEWAY, format!("registry unreachable: {e}")).into_response(),
-    };
-    let status = answer.status();
-    let answer_headers = answer.headers().clone();
-    let bytes = answer.bytes().await.unwrap_or_default();
-    let mut out = Response::new(Body::from(bytes));
-    *out.status_mut() = status;
-    for (name, value) in &answer_headers {
-        let replaced = status == StatusCode::UNAUTHORIZED && name == header::WWW_AUTHENTICATE;
-        if !hop_by_hop(name) && !replaced {
-            out.headers_mut().append(name.clone(), value.clone());
-        }
-    }
-    if status == StatusCode::UNAUTHORIZED {
+    if out.status() == StatusCode::UNAUTHORIZED {
         proxy.rewritten.fetch_add(1, Ordering::Relaxed);
+        out.headers_mut().remove(header::WWW_AUTHENTICATE);
         for challenge in &proxy.challenges {
             out.headers_mut().append(header::WWW_AUTHENTICATE, challenge.clone());
         }
