@@ -31,6 +31,17 @@ pub(crate) struct Target<'a> {
     pub configured_endpoint: bool,
 }
 
+impl Target<'_> {
+    /// What to check when a configured endpoint answered something that is not ECR.
+    pub(crate) fn endpoint_hint(&self) -> &'static str {
+        if self.configured_endpoint {
+            "; check that AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL points at an ECR API"
+        } else {
+            ""
+        }
+    }
+}
+
 pub(crate) fn provider_error(host: &RegistryHost, message: impl Into<String>) -> AuthError {
     AuthError::Provider {
         provider: PROVIDER,
@@ -60,18 +71,22 @@ pub(crate) fn describe(error: &SdkError<GetAuthorizationTokenError>, target: &Ta
     let account = &registry.account;
     let region = &registry.region;
     let endpoint = target.endpoint;
+    let timed_out = || {
+        format!(
+            "the ECR API at {endpoint} did not answer in time (account {account}, region {region}): {}",
+            chain(error)
+        )
+    };
     match error {
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
             describe_service_error(context.err(), status, target)
         }
-        SdkError::DispatchFailure(failure) => {
+        SdkError::TimeoutError(_) => timed_out(),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => timed_out(),
+        SdkError::DispatchFailure(_) => {
             let detail = chain(error);
-            if failure.is_timeout() {
-                format!(
-                    "the ECR API at {endpoint} did not answer in time (account {account}, region {region}): {detail}"
-                )
-            } else if !target.configured_endpoint && looks_like_dns_failure(&detail) {
+            if !target.configured_endpoint && looks_like_dns_failure(&detail) {
                 format!(
                     "cannot resolve the ECR API host of region {region:?} ({endpoint}): is {region:?} a real AWS region? \
                      It comes from the registry host or from IMAGEWATCH_PROVIDERS=HOST=ecr:ACCOUNT:REGION; detail: {detail}"
@@ -80,19 +95,11 @@ pub(crate) fn describe(error: &SdkError<GetAuthorizationTokenError>, target: &Ta
                 format!("cannot reach the ECR API at {endpoint} (account {account}, region {region}): {detail}")
             }
         }
-        SdkError::TimeoutError(_) => format!(
-            "the ECR API at {endpoint} did not answer in time (account {account}, region {region}): {}",
-            chain(error)
-        ),
         SdkError::ResponseError(context) => format!(
             "the ECR API at {endpoint} answered something that is not a GetAuthorizationToken response \
              (HTTP {}; account {account}, region {region}){}: {}",
             context.raw().status().as_u16(),
-            if target.configured_endpoint {
-                "; check that AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL points at an ECR API"
-            } else {
-                ""
-            },
+            target.endpoint_hint(),
             chain(error)
         ),
         SdkError::ConstructionFailure(_) => format!(

@@ -213,10 +213,10 @@ impl EcrProvider {
             .await
             .map_err(|error| errors::describe(&error, &target))?;
         let arrived = SystemTime::now();
-        let data = output
+        let (data, encoded) = output
             .authorization_data()
             .iter()
-            .find(|data| data.authorization_token().is_some())
+            .find_map(|data| Some((data, data.authorization_token()?)))
             .ok_or_else(|| {
                 format!(
                     "the ECR API at {} answered GetAuthorizationToken for account {} in region {} without an \
@@ -224,14 +224,10 @@ impl EcrProvider {
                     api.endpoint,
                     registry.account,
                     registry.region,
-                    if api.configured_endpoint {
-                        "; check that AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL points at an ECR API"
-                    } else {
-                        ""
-                    }
+                    target.endpoint_hint()
                 )
             })?;
-        let credentials = token::decode(data.authorization_token().unwrap_or_default()).map_err(|error| {
+        let credentials = token::decode(encoded).map_err(|error| {
             format!(
                 "ECR answered an unusable token for account {} in region {}: {error}",
                 registry.account, registry.region
