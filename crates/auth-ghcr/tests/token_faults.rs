@@ -63,6 +63,27 @@ fn challenge_to(registry: &FaultServer, challenge: &str) {
     registry.on("GET", "/v2/", [Reply::unauthorized(&[challenge])]);
 }
 
+/// The challenge of a registry that is its own token realm at `path`, with service `svc`.
+fn svc_challenge(registry: &FaultServer, path: &str) -> String {
+    format!(r#"Bearer realm="{}",service="svc""#, registry.url(path))
+}
+
+/// A registry whose `/v2/` challenges with [`svc_challenge`] for its own `path`.
+fn self_realm_registry(path: &str) -> FaultServer {
+    let registry = FaultServer::start();
+    challenge_to(&registry, &svc_challenge(&registry, path));
+    registry
+}
+
+/// The `Authorization` each request to `path` carried, `-` for none.
+fn authorizations(registry: &FaultServer, path: &str) -> Vec<String> {
+    registry
+        .requests_to(path)
+        .iter()
+        .map(|r| r.authorization().unwrap_or("-").to_owned())
+        .collect()
+}
+
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .into_owned()
@@ -137,11 +158,7 @@ async fn challenge_without_service_sends_no_service_and_repeats_scopes() {
 
 #[tokio::test]
 async fn identity_token_is_exchanged_with_an_oauth2_refresh_grant() {
-    let registry = FaultServer::start();
-    challenge_to(
-        &registry,
-        &format!(r#"Bearer realm="{}",service="svc""#, registry.url("/oauth2/token")),
-    );
+    let registry = self_realm_registry("/oauth2/token");
     registry.on(
         "POST",
         "/oauth2/token",
@@ -172,11 +189,7 @@ async fn identity_token_is_exchanged_with_an_oauth2_refresh_grant() {
 
 #[tokio::test]
 async fn an_opaque_batch_token_refused_for_one_repository_falls_back_to_per_repository_tokens() {
-    let registry = FaultServer::start();
-    challenge_to(
-        &registry,
-        &format!(r#"Bearer realm="{}",service="svc""#, registry.url("/token")),
-    );
+    let registry = self_realm_registry("/token");
     registry.on(
         "GET",
         "/token",
@@ -203,11 +216,7 @@ async fn an_opaque_batch_token_refused_for_one_repository_falls_back_to_per_repo
         result.unwrap_or_else(|e| panic!("{reference}: {e}"));
     }
     assert!(provider.batching_disabled(&host(&registry)));
-    let sent: Vec<_> = registry
-        .requests_to("/v2/b/manifests/latest")
-        .iter()
-        .map(|r| r.authorization().unwrap_or("-").to_owned())
-        .collect();
+    let sent = authorizations(&registry, "/v2/b/manifests/latest");
     assert_eq!(sent, vec!["Bearer batch-token", "Bearer single-token"]);
     // Warm: both repositories have a token, so the next pass exchanges nothing.
     for (_, result) in client.manifest_digests(&images, 1).await {
@@ -237,9 +246,8 @@ async fn a_failing_token_endpoint_is_a_clear_error_naming_the_realm(
     #[case] kind: &str,
     #[case] expected: &str,
 ) {
-    let registry = FaultServer::start();
+    let registry = self_realm_registry("/token");
     let realm = registry.url("/token");
-    challenge_to(&registry, &format!(r#"Bearer realm="{realm}",service="svc""#));
     registry.on("GET", "/token", [reply]);
     let (client, _) = setup(&registry, Some(Credentials::basic("alice", "s3cret-pw")));
     let started = Instant::now();
@@ -310,11 +318,7 @@ async fn engine_credentials_come_from_the_keychain_for_the_host() {
 
 #[tokio::test]
 async fn a_token_past_its_lifetime_is_exchanged_again() {
-    let registry = FaultServer::start();
-    challenge_to(
-        &registry,
-        &format!(r#"Bearer realm="{}",service="svc""#, registry.url("/token")),
-    );
+    let registry = self_realm_registry("/token");
     // Issued 58 s ago with 60 s to live: within the safety margin, so never reused.
     let issued_at = humantime::format_rfc3339(std::time::SystemTime::now() - Duration::from_secs(58)).to_string();
     registry.on(
@@ -333,11 +337,7 @@ async fn a_token_past_its_lifetime_is_exchanged_again() {
             .await
             .expect("digest");
     }
-    let sent: Vec<_> = registry
-        .requests_to("/v2/org/app/manifests/latest")
-        .iter()
-        .map(|r| r.authorization().unwrap_or("-").to_owned())
-        .collect();
+    let sent = authorizations(&registry, "/v2/org/app/manifests/latest");
     assert_eq!(sent, vec!["Bearer old", "Bearer new", "Bearer new"]);
     assert_eq!(registry.requests_to("/token").len(), 2);
     assert_eq!(provider.cached_tokens(), 1);
@@ -345,11 +345,7 @@ async fn a_token_past_its_lifetime_is_exchanged_again() {
 
 #[tokio::test]
 async fn a_cancelled_exchange_does_not_strand_the_next_caller() {
-    let registry = FaultServer::start();
-    challenge_to(
-        &registry,
-        &format!(r#"Bearer realm="{}",service="svc""#, registry.url("/token")),
-    );
+    let registry = self_realm_registry("/token");
     registry.on(
         "GET",
         "/token",
@@ -362,7 +358,7 @@ async fn a_cancelled_exchange_does_not_strand_the_next_caller() {
         quick_transport(),
         Arc::new(KeychainChain::default()),
     ));
-    let challenge = Challenge::parse_header(&format!(r#"Bearer realm="{}",service="svc""#, registry.url("/token")))
+    let challenge = Challenge::parse_header(&svc_challenge(&registry, "/token"))
         .expect("parses")
         .remove(0);
     let first = {
@@ -397,7 +393,6 @@ impl registry_core::Keychain for CountingKeychain {
 #[tokio::test]
 async fn a_cached_token_is_served_without_asking_the_keychain_again() {
     let registry = FaultServer::start();
-    let realm = registry.url("/token");
     registry.on(
         "GET",
         "/token",
@@ -405,7 +400,7 @@ async fn a_cached_token_is_served_without_asking_the_keychain_again() {
     );
     let keychain = Arc::new(CountingKeychain::default());
     let provider = BearerTokenProvider::new(quick_transport(), keychain.clone());
-    let challenge = Challenge::parse_header(&format!(r#"Bearer realm="{realm}",service="svc""#))
+    let challenge = Challenge::parse_header(&svc_challenge(&registry, "/token"))
         .expect("parses")
         .remove(0);
     for _ in 0..3 {
