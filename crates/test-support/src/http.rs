@@ -106,10 +106,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        first_header(&self.headers, name)
     }
 
     /// Every value of header `name` (case-insensitive), in order.
@@ -245,22 +242,33 @@ async fn send_async(req: &HttpRequest) -> Result<HttpResponse, String> {
         .await
         .map_err(|e| format!("{} {}: {e:?}", req.method, req.url))?;
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_pairs(resp.headers());
     let body = resp
         .bytes()
         .await
         .map_err(|e| format!("{} {}: reading body: {e}", req.method, req.url))?
         .to_vec();
     Ok(HttpResponse { status, headers, body })
+}
+
+/// Every header of `map` as (lowercase name, lossy UTF-8 value), in order, repeats kept.
+pub(crate) fn header_pairs(map: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The first value of header `name` (case-insensitive) among `headers`.
+pub(crate) fn first_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// The `User-Agent` of readiness probes, so request logs can leave them out.
