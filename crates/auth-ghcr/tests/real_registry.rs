@@ -8,8 +8,8 @@ use auth_ghcr::BearerTokenProvider;
 use registry_core::client::{RegistryClient, Transport, TransportConfig};
 use registry_core::{Credentials, Digest, ImageReference, KeychainChain, RegistryHost, StaticKeychain};
 use test_support::{
-    ImageSpec, ManifestFormat, Registry, RegistryConfig, RegistryTls, TokenServer, TokenServerConfig, WorkDir,
-    build_image, build_multi_arch, skopeo,
+    ImageSpec, ManifestFormat, OciLayout, Registry, RegistryConfig, RegistryTls, TokenServer, TokenServerConfig,
+    WorkDir, build_image, build_multi_arch, skopeo,
 };
 
 const USER: (&str, &str) = ("alice", "pw-alice");
@@ -50,6 +50,18 @@ fn private_org() -> TokenServerConfig {
     TokenServerConfig::new()
         .user(USER.0, USER.1, &["org/*"])
         .private("org/*")
+}
+
+/// Pushes `image` as `<repository>:latest` for each repository (as [`USER`]); the references.
+fn push_latest(registry: &Registry, image: &OciLayout, repositories: &[String]) -> Vec<ImageReference> {
+    repositories
+        .iter()
+        .map(|repository| {
+            let reference = registry.image_ref(repository, "latest");
+            skopeo::push(image, &reference, ManifestFormat::Oci, Some(USER), &RegistryTls::Plain);
+            parse(&reference)
+        })
+        .collect()
 }
 
 fn skopeo_digest(reference: &str) -> Digest {
@@ -108,19 +120,7 @@ async fn checking_n_repositories_twice_costs_2n_heads_one_probe_and_ceil_n_over_
     let (token, registry) = token_registry(&wd, private_org());
     let image = build_image(&wd, &ImageSpec::with_content("budget"));
     let repositories: Vec<String> = (0..N).map(|i| format!("org/app{i:02}")).collect();
-    for repository in &repositories {
-        skopeo::push(
-            &image,
-            &registry.image_ref(repository, "latest"),
-            ManifestFormat::Oci,
-            Some(USER),
-            &RegistryTls::Plain,
-        );
-    }
-    let references: Vec<ImageReference> = repositories
-        .iter()
-        .map(|r| parse(&registry.image_ref(r, "latest")))
-        .collect();
+    let references = push_latest(&registry, &image, &repositories);
     let (client, _) = bearer_client(&host_of(&registry), Some(USER), BATCH);
     let mark = registry.mark();
     token.clear();
@@ -167,19 +167,7 @@ async fn a_realm_granting_only_the_first_scope_falls_back_to_per_repository_toke
     let (token, registry) = token_registry(&wd, private_org().max_scopes(1));
     let image = build_image(&wd, &ImageSpec::with_content("first-scope"));
     let repositories: Vec<String> = (0..N).map(|i| format!("org/svc{i}")).collect();
-    for repository in &repositories {
-        skopeo::push(
-            &image,
-            &registry.image_ref(repository, "latest"),
-            ManifestFormat::Oci,
-            Some(USER),
-            &RegistryTls::Plain,
-        );
-    }
-    let references: Vec<ImageReference> = repositories
-        .iter()
-        .map(|r| parse(&registry.image_ref(r, "latest")))
-        .collect();
+    let references = push_latest(&registry, &image, &repositories);
     let (client, provider) = bearer_client(&host_of(&registry), Some(USER), 3);
     token.clear();
     let mark = registry.mark();
