@@ -58,18 +58,35 @@ impl ImageStatus {
         )
     }
 
+    /// Every [`label`](ImageStatus::label), in [`index`](ImageStatus::index) order.
+    pub const LABELS: [&'static str; 8] = [
+        "seeded",
+        "unchanged",
+        "refreshed",
+        "refresh_failed",
+        "refresh_deferred",
+        "check_failed",
+        "backed_off",
+        "interrupted",
+    ];
+
+    /// The variant's position in [`LABELS`](ImageStatus::LABELS).
+    pub fn index(&self) -> usize {
+        match self {
+            ImageStatus::Seeded { .. } => 0,
+            ImageStatus::Unchanged { .. } => 1,
+            ImageStatus::Refreshed { .. } => 2,
+            ImageStatus::RefreshFailed { .. } => 3,
+            ImageStatus::RefreshDeferred { .. } => 4,
+            ImageStatus::CheckFailed { .. } => 5,
+            ImageStatus::BackedOff { .. } => 6,
+            ImageStatus::Interrupted => 7,
+        }
+    }
+
     /// A stable snake_case name for logs.
     pub fn label(&self) -> &'static str {
-        match self {
-            ImageStatus::Seeded { .. } => "seeded",
-            ImageStatus::Unchanged { .. } => "unchanged",
-            ImageStatus::Refreshed { .. } => "refreshed",
-            ImageStatus::RefreshFailed { .. } => "refresh_failed",
-            ImageStatus::RefreshDeferred { .. } => "refresh_deferred",
-            ImageStatus::CheckFailed { .. } => "check_failed",
-            ImageStatus::BackedOff { .. } => "backed_off",
-            ImageStatus::Interrupted => "interrupted",
-        }
+        ImageStatus::LABELS[self.index()]
     }
 }
 

@@ -7,6 +7,7 @@
 //! HTTP API) take copies with [`StatusBoard::images`] and [`StatusBoard::metrics`]. No lock is
 //! held across an await, and none while the other is taken.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -17,16 +18,7 @@ use crate::source::CheckErrorKind;
 use crate::watch_set::WatchSet;
 
 /// Every [`ImageStatus`] label, in a fixed order (the `result` label of check counters).
-pub const CHECK_RESULTS: [&str; 8] = [
-    "seeded",
-    "unchanged",
-    "refreshed",
-    "refresh_failed",
-    "refresh_deferred",
-    "check_failed",
-    "backed_off",
-    "interrupted",
-];
+pub const CHECK_RESULTS: [&str; 8] = ImageStatus::LABELS;
 
 /// Upper bounds (seconds) of the tick-duration histogram's buckets; `+Inf` is implied.
 pub const TICK_BUCKETS: [f64; 14] = [
@@ -179,6 +171,8 @@ struct Counters {
 
 #[derive(Debug)]
 struct Board {
+    /// Each image's index in `images`: the watch set is fixed, and a tick records 1,000 images.
+    positions: HashMap<ImageReference, usize>,
     images: Mutex<Vec<ImageState>>,
     counters: Mutex<Counters>,
 }
@@ -197,7 +191,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl StatusBoard {
     /// A board for `set`, with the digests already seen (from the state file).
     pub fn new(set: &WatchSet, seen: impl Fn(&ImageReference) -> Option<Digest>) -> StatusBoard {
-        let images = set
+        let images: Vec<ImageState> = set
             .images()
             .iter()
             .map(|image| ImageState {
@@ -214,6 +208,11 @@ impl StatusBoard {
             .collect();
         StatusBoard {
             board: Arc::new(Board {
+                positions: images
+                    .iter()
+                    .enumerate()
+                    .map(|(index, state)| (state.image.clone(), index))
+                    .collect(),
                 images: Mutex::new(images),
                 counters: Mutex::new(Counters::default()),
             }),
@@ -227,10 +226,8 @@ impl StatusBoard {
 
     /// A copy of one image's state.
     pub fn image(&self, image: &ImageReference) -> Option<ImageState> {
-        lock(&self.board.images)
-            .iter()
-            .find(|state| &state.image == image)
-            .cloned()
+        let index = *self.board.positions.get(image)?;
+        lock(&self.board.images).get(index).cloned()
     }
 
     /// The counters now.
@@ -259,9 +256,7 @@ impl StatusBoard {
     pub(crate) fn record(&self, image: &ImageReference, status: &ImageStatus, at: SystemTime) {
         {
             let mut counters = lock(&self.board.counters);
-            if let Some(slot) = CHECK_RESULTS.iter().position(|label| *label == status.label()) {
-                counters.checks[slot] += 1;
-            }
+            counters.checks[status.index()] += 1;
             match status {
                 ImageStatus::CheckFailed { error } => {
                     if let Some(slot) = CheckErrorKind::ALL.iter().position(|kind| *kind == error.kind()) {
@@ -273,10 +268,11 @@ impl StatusBoard {
                 _ => {}
             }
         }
-        let mut images = lock(&self.board.images);
-        let Some(state) = images.iter_mut().find(|state| &state.image == image) else {
+        let Some(&index) = self.board.positions.get(image) else {
             return;
         };
+        let mut images = lock(&self.board.images);
+        let state = &mut images[index];
         state.last_result = Some(status.label());
         let checked = !matches!(status, ImageStatus::BackedOff { .. } | ImageStatus::Interrupted);
         if checked {
