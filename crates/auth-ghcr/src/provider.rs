@@ -48,7 +48,11 @@ struct CachedToken {
 
 impl CachedToken {
     fn covers(&self, wanted: &BTreeSet<Scope>) -> bool {
-        wanted.iter().all(|w| self.granted.iter().any(|g| g.covers(w)))
+        wanted.iter().all(|w| self.grants(w))
+    }
+
+    fn grants(&self, scope: &Scope) -> bool {
+        self.granted.iter().any(|g| g.covers(scope))
     }
 }
 
@@ -74,19 +78,11 @@ impl RealmCache {
         }
         let missing: BTreeSet<Scope> = wanted
             .iter()
-            .filter(|scope| {
-                !self
-                    .tokens
-                    .iter()
-                    .any(|t| t.covers(&BTreeSet::from([(*scope).clone()])))
-            })
+            .filter(|scope| !self.tokens.iter().any(|t| t.grants(scope)))
             .cloned()
             .collect();
         match (missing.is_empty(), wanted.first()) {
-            (true, Some(first)) => {
-                let first = BTreeSet::from([first.clone()]);
-                self.tokens.iter().find(|t| t.covers(&first)).cloned().ok_or(missing)
-            }
+            (true, Some(first)) => self.tokens.iter().find(|t| t.grants(first)).cloned().ok_or(missing),
             _ => Err(missing),
         }
     }
@@ -277,7 +273,7 @@ impl BearerTokenProvider {
                 let missing: Vec<Scope> = token
                     .asked
                     .iter()
-                    .filter(|asked| !token.granted.iter().any(|g| g.covers(asked)))
+                    .filter(|asked| !token.grants(asked))
                     .cloned()
                     .collect();
                 if !missing.is_empty() {
@@ -479,10 +475,7 @@ impl TokenProvider for BearerTokenProvider {
         for (key, cache) in state.realms.iter_mut().filter(|(key, _)| &key.host == host) {
             let mut kept = Vec::with_capacity(cache.tokens.len());
             for token in cache.tokens.drain(..) {
-                let refused: Vec<&Scope> = scopes
-                    .iter()
-                    .filter(|scope| token.granted.iter().any(|g| g.covers(scope)))
-                    .collect();
+                let refused: Vec<&Scope> = scopes.iter().filter(|scope| token.grants(scope)).collect();
                 if refused.is_empty() {
                     kept.push(token);
                     continue;
