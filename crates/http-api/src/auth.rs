@@ -14,6 +14,12 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// HMAC-SHA256 keyed with `key`.
+fn keyed(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length: this cannot fail.
+    HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"))
+}
+
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -37,15 +43,14 @@ pub fn verify_signature(secret: &Secret, body: &[u8], signature: Option<&str>) -
         .ok_or(Refusal::MissingSignature)?;
     let hex_part = signature.strip_prefix("sha256=").unwrap_or(signature);
     let expected = hex::decode(hex_part).map_err(|_| Refusal::MalformedSignature)?;
-    let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes()).map_err(|_| Refusal::WrongSignature)?;
+    let mut mac = keyed(secret.expose().as_bytes());
     mac.update(body);
     mac.verify_slice(&expected).map_err(|_| Refusal::WrongSignature)
 }
 
 /// The hex HMAC-SHA256 of `body` under `secret`, as senders compute it (for tests and tools).
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    // HMAC accepts keys of any length: this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    let mut mac = keyed(secret.as_bytes());
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
@@ -74,7 +79,7 @@ pub fn verify_token(expected: &Secret, presented: Option<&str>) -> Result<(), Re
     // Digest both under a fixed key, then compare the equal-length digests in constant time.
     let key = b"imagewatch token comparison";
     let digest = |value: &str| {
-        let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+        let mut mac = keyed(key);
         mac.update(value.as_bytes());
         mac
     };
