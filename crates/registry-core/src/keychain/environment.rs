@@ -59,23 +59,18 @@ impl StaticKeychain {
         match (get(REGISTRY_USER_ENV), get(REGISTRY_PASSWORD_ENV)) {
             (Some(user), Some(password)) => Ok(Some(StaticKeychain::new(host, Credentials::basic(user, password)))),
             (None, None) => Ok(None),
-            (user, _) => Err(KeychainError {
-                host: host.to_string(),
-                source_name: "the environment".into(),
-                message: format!(
-                    "{} is set but {} is not; set both or neither",
-                    if user.is_some() {
-                        REGISTRY_USER_ENV
-                    } else {
-                        REGISTRY_PASSWORD_ENV
-                    },
-                    if user.is_some() {
-                        REGISTRY_PASSWORD_ENV
-                    } else {
-                        REGISTRY_USER_ENV
-                    },
-                ),
-            }),
+            (user, _) => {
+                let (set, unset) = if user.is_some() {
+                    (REGISTRY_USER_ENV, REGISTRY_PASSWORD_ENV)
+                } else {
+                    (REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV)
+                };
+                Err(KeychainError {
+                    host: host.to_string(),
+                    source_name: "the environment".into(),
+                    message: format!("{set} is set but {unset} is not; set both or neither"),
+                })
+            }
         }
     }
 
