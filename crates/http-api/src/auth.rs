@@ -112,6 +112,20 @@ mod tests {
         assert_eq!(verify_signature(&secret, BODY, header.as_deref()), expected);
     }
 
+    /// Every other case signs with [`sign`], which shares the MAC with the check: this one pins
+    /// both to HMAC-SHA256 itself (RFC 4231 test case 2), in the form the webhook refresher sends.
+    #[test]
+    fn signature_check_matches_a_known_hmac_vector() {
+        let vector = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let secret = Secret::new("Jefe");
+        let body = b"what do ya want for nothing?";
+        assert_eq!(sign("Jefe", body), vector);
+        assert_eq!(
+            verify_signature(&secret, body, Some(&format!("sha256={vector}"))),
+            Ok(())
+        );
+    }
+
     #[test]
     fn a_changed_body_fails_the_signature_of_the_original() {
         let secret = Secret::new("s3cret");
