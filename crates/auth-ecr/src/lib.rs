@@ -41,7 +41,9 @@
 //! fetched per check. When a refresh fails while the cached token is still usable, the token
 //! keeps serving and a warning is logged; the API is asked again after
 //! [`RefreshPolicy::retry_after_error`] (30 s), and an error with no usable token is repeated
-//! for that long without a call. [`TokenProvider::reject`] drops the cached token of a host.
+//! for that long without a call. [`TokenProvider::reject`] drops the cached token of a host,
+//! unless it was fetched less than `retry_after_error` ago: a registry refusing fresh tokens
+//! must not cost an API call per check.
 
 mod errors;
 pub mod token;
@@ -275,8 +277,18 @@ impl TokenProvider for EcrProvider {
             return;
         };
         if let Some(slot) = lock(&self.slots).get(&registry) {
-            tracing::debug!(%host, account = %registry.account, "ECR token rejected by the registry; dropping it");
             let mut state = lock(&slot.state);
+            let fresh = state
+                .token
+                .as_ref()
+                .is_some_and(|token| token.fetched_at.elapsed() < self.policy.retry_after_error);
+            if fresh {
+                // A token minted moments ago that the registry refuses will not be accepted
+                // either when minted again: asking now would cost an API call per check.
+                tracing::warn!(%host, account = %registry.account, "the registry refused a fresh ECR token; keeping it");
+                return;
+            }
+            tracing::debug!(%host, account = %registry.account, "ECR token rejected by the registry; dropping it");
             state.token = None;
             state.failure = None;
         }
@@ -304,6 +316,9 @@ struct State {
 
 struct Cached {
     credentials: Credentials,
+    /// When the API answered: a token rejected sooner than `retry_after_error` after this is
+    /// kept, so a registry that keeps refusing costs no API call per check.
+    fetched_at: Instant,
     refresh_at: Instant,
     usable_until: Instant,
 }
@@ -367,6 +382,7 @@ impl Slot {
                 state.failure = None;
                 state.token = Some(Cached {
                     credentials: fetched.credentials.clone(),
+                    fetched_at: now,
                     refresh_at: now + fetched.schedule.refresh_after,
                     usable_until: now + fetched.schedule.usable_for,
                 });

@@ -239,14 +239,31 @@ async fn access_denied_names_account_and_region_and_is_not_retried_per_check() {
 #[tokio::test]
 async fn reject_drops_the_cached_token() {
     let moto = Moto::start(&WorkDir::new("ecr-reject"));
-    let provider = provider(&moto);
+    let retry_after_error = Duration::from_millis(300);
+    let provider = provider(&moto).with_policy(RefreshPolicy {
+        retry_after_error,
+        ..RefreshPolicy::default()
+    });
     let host = ecr_host();
     provider.credentials(&host).await.expect("token");
     provider.credentials(&host).await.expect("cached");
     assert_eq!(moto.get_authorization_token_calls(), 1);
+    tokio::time::sleep(retry_after_error).await;
     provider.reject(&host, &[Scope::pull("app")]);
     provider.credentials(&host).await.expect("fetched again");
     assert_eq!(moto.get_authorization_token_calls(), 2, "{:?}", moto.calls());
+}
+
+#[tokio::test]
+async fn a_registry_refusing_a_fresh_token_costs_no_api_call_per_check() {
+    let moto = Moto::start(&WorkDir::new("ecr-reject-fresh"));
+    let provider = provider(&moto);
+    let host = ecr_host();
+    for _ in 0..5 {
+        provider.credentials(&host).await.expect("token");
+        provider.reject(&host, &[Scope::pull("app")]);
+    }
+    assert_eq!(moto.get_authorization_token_calls(), 1, "{:?}", moto.calls());
 }
 
 #[tokio::test]
