@@ -31,8 +31,18 @@ fn event() -> RefreshEvent {
     )
 }
 
+/// The hook path the configured URL carries (its `tok3n` stands for a token in a path).
+const HOOK: &str = "/hooks/tok3n";
+
+/// A server answering POSTs to [`HOOK`] with `replies`, in order (the last one repeats).
+fn hook_server(replies: impl IntoIterator<Item = Reply>) -> FaultServer {
+    let server = FaultServer::start();
+    server.on("POST", HOOK, replies);
+    server
+}
+
 fn webhook(server: &FaultServer, attempts: u32, timeout: Duration) -> WebhookRefresher {
-    let mut config = WebhookConfig::new(server.url("/hooks/tok3n").parse().expect("url"));
+    let mut config = WebhookConfig::new(server.url(HOOK).parse().expect("url"));
     config.secret = Some(Secret::new(SECRET));
     config.attempts = attempts;
     config.timeout = timeout;
@@ -42,14 +52,13 @@ fn webhook(server: &FaultServer, attempts: u32, timeout: Duration) -> WebhookRef
 
 #[tokio::test]
 async fn webhook_posts_the_event_signed_over_the_exact_body() {
-    let server = FaultServer::start();
-    server.on("POST", "/hooks/tok3n", [Reply::status(204)]);
+    let server = hook_server([Reply::status(204)]);
     let delivery = webhook(&server, 3, Duration::from_secs(5))
         .deliver(&event())
         .await
         .expect("delivered");
     assert_eq!((delivery.status, delivery.attempts), (204, 1));
-    let requests = server.requests_to("/hooks/tok3n");
+    let requests = server.requests_to(HOOK);
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
     assert_eq!(request.header("content-type"), Some("application/json"));
@@ -94,15 +103,14 @@ async fn webhook_retries_only_transient_answers_and_only_2xx_succeeds(
     #[case] expected: Result<u32, u16>,
     #[case] requests: usize,
 ) {
-    let server = FaultServer::start();
-    server.on("POST", "/hooks/tok3n", replies);
+    let server = hook_server(replies);
     let result = webhook(&server, 3, Duration::from_secs(5)).deliver(&event()).await;
     match (result, expected) {
         (Ok(delivery), Ok(attempts)) => assert_eq!(delivery.attempts, attempts),
         (Err(WebhookError::Refused { status, .. }), Err(expected)) => assert_eq!(status, expected),
         (other, expected) => panic!("{other:?} but expected {expected:?}"),
     }
-    let seen = server.requests_to("/hooks/tok3n");
+    let seen = server.requests_to(HOOK);
     assert_eq!(seen.len(), requests);
     assert!(
         seen.windows(2).all(|pair| pair[0].body == pair[1].body),
@@ -112,8 +120,7 @@ async fn webhook_retries_only_transient_answers_and_only_2xx_succeeds(
 
 #[tokio::test]
 async fn webhook_that_never_answers_times_out_each_attempt() {
-    let server = FaultServer::start();
-    server.on("POST", "/hooks/tok3n", [Reply::hang()]);
+    let server = hook_server([Reply::hang()]);
     let started = std::time::Instant::now();
     let error = webhook(&server, 2, Duration::from_millis(300))
         .deliver(&event())
@@ -128,8 +135,7 @@ async fn webhook_that_never_answers_times_out_each_attempt() {
 
 #[tokio::test]
 async fn webhook_failure_through_the_refresher_hides_secret_and_path() {
-    let server = FaultServer::start();
-    server.on("POST", "/hooks/tok3n", [Reply::status(403).body("nope")]);
+    let server = hook_server([Reply::status(403).body("nope")]);
     let error = webhook(&server, 1, Duration::from_secs(5))
         .refresh(&event())
         .await
