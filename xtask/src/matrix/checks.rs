@@ -78,10 +78,6 @@ fn parse(reference: &str) -> Result<ImageReference, String> {
     reference.parse().map_err(|e| format!("{reference}: {e}"))
 }
 
-fn creds(flavour: &Flavour) -> Option<(String, String)> {
-    flavour.push_creds()
-}
-
 fn as_ref(creds: &Option<(String, String)>) -> Option<(&str, &str)> {
     creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
 }
@@ -99,7 +95,7 @@ fn push(ctx: &Ctx<'_>, repository: &str, content: &str, kind: Kind) -> Result<(S
         ManifestFormat::Oci
     };
     let reference = f.image_ref(repository, "latest");
-    let creds = creds(f);
+    let creds = f.push_creds();
     let pushed = skopeo::push(&layout, &reference, format, as_ref(&creds), &f.skopeo_tls);
     let inspected = skopeo::inspect_digest(&reference, as_ref(&creds), &f.skopeo_tls);
     if pushed != inspected {
