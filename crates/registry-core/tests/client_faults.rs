@@ -83,6 +83,18 @@ fn anonymous_registry() -> FaultServer {
     server
 }
 
+/// A fault server whose `/v2/` challenges with [`BEARER_CHALLENGE`].
+fn bearer_registry() -> FaultServer {
+    let server = FaultServer::start();
+    server.on("GET", "/v2/", [Reply::unauthorized(&[BEARER_CHALLENGE])]);
+    server
+}
+
+/// A 200 whose `Docker-Content-Digest` is [`MANIFEST`]'s digest.
+fn ok_digest() -> Reply {
+    Reply::status(200).header("Docker-Content-Digest", digest_of(MANIFEST).as_str())
+}
+
 /// One manifest check of `server`/`rest` with a fresh [`client_for`] client.
 async fn check(server: &FaultServer, rest: &str) -> Result<Digest, RegistryError> {
     let (client, _) = client_for(server);
@@ -256,14 +268,9 @@ async fn pinned_reference_is_verified_against_the_answer() {
 
 #[tokio::test]
 async fn warm_check_is_exactly_one_head_after_a_single_probe() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::unauthorized(&[BEARER_CHALLENGE])]);
+    let server = bearer_registry();
     let path = manifest_path("org/app", "latest");
-    server.on(
-        "HEAD",
-        &path,
-        [Reply::status(200).header("Docker-Content-Digest", digest_of(MANIFEST).as_str())],
-    );
+    server.on("HEAD", &path, [ok_digest()]);
     let (client, _) = client_for(&server);
     let image = reference(&server, "org/app:latest");
     for _ in 0..3 {
@@ -285,11 +292,7 @@ async fn concurrent_first_checks_share_one_probe() {
         "/v2/",
         [Reply::unauthorized(&[BEARER_CHALLENGE]).delay(Duration::from_millis(100))],
     );
-    server.on(
-        "HEAD",
-        "/v2/*",
-        [Reply::status(200).header("Docker-Content-Digest", digest_of(MANIFEST).as_str())],
-    );
+    server.on("HEAD", "/v2/*", [ok_digest()]);
     let (client, _) = client_for(&server);
     let images: Vec<ImageReference> = (0..10)
         .map(|i| reference(&server, &format!("org/app{i}:latest")))
@@ -304,8 +307,7 @@ async fn concurrent_first_checks_share_one_probe() {
 #[case::insufficient_scope("insufficient_scope", "pull access to org/app is not granted")]
 #[tokio::test]
 async fn rejected_token_is_refreshed_once_then_a_clear_error(#[case] problem: &str, #[case] expected: &str) {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::unauthorized(&[BEARER_CHALLENGE])]);
+    let server = bearer_registry();
     let challenge = format!(
         r#"Bearer realm="https://auth.example.com/token",service="fault",scope="repository:org/app:pull",error="{problem}""#
     );
@@ -330,16 +332,12 @@ async fn rejected_token_is_refreshed_once_then_a_clear_error(#[case] problem: &s
 
 #[tokio::test]
 async fn harbor_switch_to_basic_is_followed_from_the_new_challenge() {
-    let server = FaultServer::start();
-    server.on("GET", "/v2/", [Reply::unauthorized(&[BEARER_CHALLENGE])]);
+    let server = bearer_registry();
     let path = manifest_path("org/app", "latest");
     server.on(
         "HEAD",
         &path,
-        [
-            Reply::unauthorized(&[r#"Basic realm="harbor""#]),
-            Reply::status(200).header("Docker-Content-Digest", digest_of(MANIFEST).as_str()),
-        ],
+        [Reply::unauthorized(&[r#"Basic realm="harbor""#]), ok_digest()],
     );
     let (client, _) = client_for(&server);
     let image = reference(&server, "org/app:latest");
@@ -362,14 +360,7 @@ async fn harbor_switch_to_basic_is_followed_from_the_new_challenge() {
 async fn anonymous_registry_that_challenges_on_a_manifest_is_answered_then_remembered() {
     let server = anonymous_registry();
     let path = manifest_path("org/app", "latest");
-    server.on(
-        "HEAD",
-        &path,
-        [
-            Reply::unauthorized(&[BEARER_CHALLENGE]),
-            Reply::status(200).header("Docker-Content-Digest", digest_of(MANIFEST).as_str()),
-        ],
-    );
+    server.on("HEAD", &path, [Reply::unauthorized(&[BEARER_CHALLENGE]), ok_digest()]);
     let (client, _) = client_for(&server);
     let image = reference(&server, "org/app:latest");
     client.manifest_digest(&image).await.expect("digest");
@@ -424,20 +415,15 @@ async fn a_401_without_credentials_configured_names_what_to_configure() {
 #[case::found(302)]
 #[tokio::test]
 async fn credentials_are_not_carried_to_another_origin_on_redirect(#[case] status: u16) {
-    let registry = FaultServer::start();
+    let registry = bearer_registry();
     let elsewhere = FaultServer::start();
-    registry.on("GET", "/v2/", [Reply::unauthorized(&[BEARER_CHALLENGE])]);
     let path = manifest_path("org/app", "latest");
     registry.on(
         "HEAD",
         &path,
         [Reply::redirect(status, &elsewhere.url("/moved/manifest"))],
     );
-    elsewhere.on(
-        "HEAD",
-        "/moved/manifest",
-        [Reply::status(200).header("Docker-Content-Digest", digest_of(MANIFEST).as_str())],
-    );
+    elsewhere.on("HEAD", "/moved/manifest", [ok_digest()]);
     let (client, _) = client_for(&registry);
     let digest = client
         .manifest_digest(&reference(&registry, "org/app:latest"))
@@ -457,20 +443,11 @@ async fn credentials_are_not_carried_to_another_origin_on_redirect(#[case] statu
 
 #[tokio::test]
 async fn credentials_follow_a_redirect_within_the_same_origin() {
-    let registry = FaultServer::start();
-    registry.on("GET", "/v2/", [Reply::unauthorized(&[BEARER_CHALLENGE])]);
+    let registry = bearer_registry();
     let path = manifest_path("org/app", "latest");
     registry.on("HEAD", &path, [Reply::redirect(307, "/v2/org/app/manifests/moved")]);
-    registry.on(
-        "HEAD",
-        "/v2/org/app/manifests/moved",
-        [Reply::status(200).header("Docker-Content-Digest", digest_of(MANIFEST).as_str())],
-    );
-    let (client, _) = client_for(&registry);
-    client
-        .manifest_digest(&reference(&registry, "org/app:latest"))
-        .await
-        .expect("digest");
+    registry.on("HEAD", "/v2/org/app/manifests/moved", [ok_digest()]);
+    check(&registry, "org/app:latest").await.expect("digest");
     assert_eq!(
         registry.requests_to("/v2/org/app/manifests/moved")[0].authorization(),
         Some("Bearer fixed-token")
@@ -479,14 +456,9 @@ async fn credentials_follow_a_redirect_within_the_same_origin() {
 
 #[tokio::test]
 async fn endless_redirects_end_in_a_clear_error() {
-    let registry = FaultServer::start();
-    registry.on("GET", "/v2/", [Reply::status(200)]);
+    let registry = anonymous_registry();
     let path = manifest_path("org/app", "latest");
     registry.on("HEAD", &path, [Reply::redirect(302, &path)]);
-    let (client, _) = client_for(&registry);
-    let error = client
-        .manifest_digest(&reference(&registry, "org/app:latest"))
-        .await
-        .expect_err("loop");
+    let error = check(&registry, "org/app:latest").await.expect_err("loop");
     assert!(error.to_string().contains("redirects"), "{error}");
 }
