@@ -182,7 +182,7 @@ impl Watcher {
     fn watched(&self, references: &[ImageReference]) -> Vec<WatchedImage> {
         let mut images: Vec<WatchedImage> = Vec::new();
         for reference in references {
-            if let Some(image) = self.set.images().iter().find(|image| image.reference() == reference)
+            if let Some(image) = self.set.get(reference)
                 && !images.contains(image)
             {
                 images.push(image.clone());

@@ -188,7 +188,7 @@ impl TriggerHandle {
         claim: Option<Digest>,
     ) -> Result<(TriggerOutcome, Ticket), NotWatched> {
         let image = image.without_digest();
-        if !self.shared.set.images().iter().any(|known| known.reference() == &image) {
+        if self.shared.set.get(&image).is_none() {
             return Err(NotWatched {
                 image: image.to_string(),
                 watched: self.shared.set.len(),

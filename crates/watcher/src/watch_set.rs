@@ -115,6 +115,11 @@ impl WatchSet {
         &self.images
     }
 
+    /// The watched image with exactly this reference.
+    pub fn get(&self, reference: &ImageReference) -> Option<&WatchedImage> {
+        self.images.iter().find(|image| &image.reference == reference)
+    }
+
     pub fn len(&self) -> usize {
         self.images.len()
     }
