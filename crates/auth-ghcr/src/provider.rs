@@ -1,6 +1,7 @@
 //! [`BearerTokenProvider`]: answers Bearer challenges with tokens from the challenge's realm
 //! and Basic challenges with the keychain's credentials, caching tokens per (host, realm,
-//! service, scope set) with one exchange in flight per key.
+//! service) partition with one exchange in flight per scope set; a cached token is handed out
+//! without asking the keychain again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -135,8 +136,9 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 /// serves any later call for a subset of them. Once a realm is seen granting less per batch
 /// than scope by scope (a JWT `access` claim says so, or the registry refuses a batch token
 /// for one of its scopes), it is asked one scope at a time; a multi-scope call then exchanges
-/// for its FIRST scope only and returns that token — callers pre-authorizing a batch use the
-/// call to warm the cache, never the returned value for the other scopes.
+/// for the FIRST of its scopes no cached token covers, and returns that token — callers
+/// pre-authorizing a batch use the call to warm the cache, never the returned value for the
+/// other scopes.
 pub struct BearerTokenProvider {
     transport: Arc<Transport>,
     keychain: Arc<dyn Keychain>,
