@@ -154,19 +154,17 @@ impl Refresher for ExecRefresher {
     }
 
     async fn refresh(&self, event: &RefreshEvent) -> Result<RefreshOutcome, RefreshError> {
-        match self.run(event).await {
-            Ok(run) if run.stdout.trim().is_empty() => Ok(RefreshOutcome::new(format!(
-                "{} exited with code 0",
-                self.config.program.display()
-            ))),
-            // What the command printed is what an operator wants to see in the log line.
-            Ok(run) => Ok(RefreshOutcome::new(format!(
-                "{} exited with code 0: {}",
-                self.config.program.display(),
-                tail(run.stdout.as_bytes())
-            ))),
-            Err(error) => Err(RefreshError::new(error.to_string())),
+        let run = self
+            .run(event)
+            .await
+            .map_err(|error| RefreshError::new(error.to_string()))?;
+        let mut summary = format!("{} exited with code 0", self.config.program.display());
+        // What the command printed is what an operator wants to see in the log line.
+        if !run.stdout.trim().is_empty() {
+            summary.push_str(": ");
+            summary.push_str(&tail(run.stdout.as_bytes()));
         }
+        Ok(RefreshOutcome::new(summary))
     }
 }
 

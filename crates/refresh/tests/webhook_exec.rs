@@ -207,6 +207,15 @@ async fn what_the_command_printed_is_in_the_refresh_outcome() {
 }
 
 #[tokio::test]
+async fn a_silent_command_has_a_bare_outcome() {
+    let outcome = sh("true", Duration::from_secs(10))
+        .refresh(&event())
+        .await
+        .expect("exit 0");
+    assert_eq!(outcome.summary(), "/bin/sh exited with code 0");
+}
+
+#[tokio::test]
 async fn non_zero_exit_fails_with_the_code_and_the_stderr_tail() {
     let error = sh(
         "echo starting; echo 'registry said no' >&2; exit 3",
