@@ -418,3 +418,24 @@ async fn a_cached_token_is_served_without_asking_the_keychain_again() {
         "one lookup for the exchange, none for the cached token"
     );
 }
+
+#[tokio::test]
+async fn a_refused_batch_exchange_fails_its_images_without_manifest_requests() {
+    let registry = self_realm_registry("/token");
+    registry.on("GET", "/token", [Reply::json(401, &json!({"errors": []}))]);
+    let (client, _) = setup(&registry, None);
+    let images = [image(&registry, "a"), image(&registry, "b"), image(&registry, "a")];
+    let results = client.manifest_digests(&images, 2).await;
+    assert_eq!(results.len(), 3);
+    for (reference, result) in &results {
+        let error = result.as_ref().expect_err("refused");
+        assert_eq!(error.kind(), "auth", "{reference}: {error}");
+    }
+    assert_eq!(
+        registry.requests_to("/token").len(),
+        1,
+        "one batch exchange for a and b"
+    );
+    assert!(registry.requests_to("/v2/a/manifests/latest").is_empty());
+    assert!(registry.requests_to("/v2/b/manifests/latest").is_empty());
+}

@@ -151,7 +151,7 @@ impl RegistryClient {
         }
         // Failures that already doom an image: its registry's probe, its batch's exchange.
         let mut failed_hosts: HashMap<RegistryHost, RegistryError> = HashMap::new();
-        let mut failed_scopes: HashMap<(RegistryHost, String), RegistryError> = HashMap::new();
+        let mut failed_scopes: HashMap<RegistryHost, HashMap<String, RegistryError>> = HashMap::new();
         for (host, repositories) in &by_host {
             let challenge = match self.host_auth(host, &self.entry(host)).await {
                 Ok(HostAuth::Challenged(challenge)) if challenge.scheme() == &AuthScheme::Bearer => challenge,
@@ -179,8 +179,9 @@ impl RegistryClient {
             for (scopes, outcome) in outcomes {
                 if let Err(error) = outcome {
                     tracing::debug!(host = %host, scopes = scopes.len(), error = %error, "batch token request failed");
+                    let failed = failed_scopes.entry(host.clone()).or_default();
                     for scope in scopes {
-                        failed_scopes.insert((host.clone(), scope.name().to_owned()), error.clone());
+                        failed.insert(scope.name().to_owned(), error.clone());
                     }
                 }
             }
@@ -189,8 +190,8 @@ impl RegistryClient {
             .map(|reference| {
                 let doomed = failed_hosts
                     .get(reference.host())
-                    .or_else(|| failed_scopes.get(&(reference.host().clone(), reference.repository().to_owned())));
-                let doomed = doomed.cloned();
+                    .or_else(|| failed_scopes.get(reference.host())?.get(reference.repository()))
+                    .cloned();
                 async move {
                     let outcome = match doomed {
                         Some(error) => Err(error),
