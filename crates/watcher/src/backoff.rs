@@ -13,11 +13,11 @@ use crate::source::{CheckError, CheckErrorKind};
 /// When and how long to back off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackoffPolicy {
-    /// Consecutive 5xx answers from one host before it is paused.
+    /// Consecutive ticks with a 5xx answer from one host before it is paused.
     pub server_errors_before_backoff: u32,
     /// The first pause after repeated 5xx; doubles with each further one.
     pub server_error_base: Duration,
-    /// The pause after a 429 without `Retry-After`; doubles with each further one.
+    /// The pause after a tick with a 429 without `Retry-After`; doubles with each further one.
     pub rate_limit_default: Duration,
     /// No computed pause is longer than this.
     pub max: Duration,

@@ -411,31 +411,35 @@ impl Watcher {
                     Checked::BackedOff(_) => None,
                 });
             let mut any_success = false;
-            let mut pausing_errors = Vec::new();
+            // The host's one pausing error of this tick: a 429 over a 5xx, the longest
+            // `Retry-After` first. Recording each image's error would escalate the pause by the
+            // number of images on the host, not by ticks.
+            let mut pausing: Option<&CheckError> = None;
             for result in results {
                 match result {
                     Ok(_) => any_success = true,
                     Err(error) if matches!(error.kind(), CheckErrorKind::RateLimited | CheckErrorKind::Server) => {
-                        pausing_errors.push(error);
+                        let rank = |e: &CheckError| (e.kind() == CheckErrorKind::RateLimited, e.retry_after());
+                        if pausing.is_none_or(|current| rank(error) > rank(current)) {
+                            pausing = Some(error);
+                        }
                     }
                     Err(_) => {}
                 }
             }
-            if pausing_errors.is_empty() {
+            let Some(error) = pausing else {
                 if any_success {
                     backoffs.record_success(host);
                 }
                 continue;
-            }
-            for error in pausing_errors {
-                if let Some(pause) = backoffs.record_error(host, error, now) {
-                    warn!(
-                        host = %host,
-                        kind = %error.kind(),
-                        pause_secs = pause.as_secs(),
-                        "registry backing off: its images are skipped until the pause passes"
-                    );
-                }
+            };
+            if let Some(pause) = backoffs.record_error(host, error, now) {
+                warn!(
+                    host = %host,
+                    kind = %error.kind(),
+                    pause_secs = pause.as_secs(),
+                    "registry backing off: its images are skipped until the pause passes"
+                );
             }
         }
     }

@@ -441,6 +441,32 @@ async fn rate_limit_backs_off_that_host_for_retry_after_and_others_go_on() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn many_images_rate_limited_in_one_tick_pause_their_host_once() {
+    let h = Harness::new();
+    h.source.publish(A, 'a');
+    h.source.publish(B, 'b');
+    let mut watcher = h.watcher(set(&[A, B]), WatcherConfig::default());
+    watcher.tick().await;
+    for image in [A, B] {
+        h.source
+            .answer(image, Err(CheckError::new(CheckErrorKind::RateLimited, "429")));
+    }
+    assert_eq!(label(&watcher.tick().await, A), "check_failed");
+    let default_pause = BackoffPolicy::default().rate_limit_default;
+    tokio::time::advance(default_pause - Duration::from_secs(1)).await;
+    assert_eq!(label(&watcher.tick().await, B), "backed_off");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    h.source.publish(A, 'a');
+    h.source.publish(B, 'b');
+    let report = watcher.tick().await;
+    assert_eq!(
+        (label(&report, A), label(&report, B)),
+        ("unchanged", "unchanged"),
+        "one tick's 429s are one step of the back-off, however many images met them"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn repeated_server_errors_back_off_that_host() {
     let h = Harness::new();
     h.source.publish(A, 'a');
