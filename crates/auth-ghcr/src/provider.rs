@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use registry_core::client::{Transport, TransportError, credentials_allowed};
+use registry_core::client::{Transport, TransportError};
 use registry_core::{
     AuthError, AuthScheme, Authorization, Challenge, Credentials, Keychain, RegistryHost, Scope, TokenProvider,
 };
@@ -310,12 +310,6 @@ impl BearerTokenProvider {
                 url: realm.to_owned(),
                 reason: format!("the realm's scheme {:?} is not http(s)", url.scheme()),
             });
-        }
-        if credentials.is_some() {
-            credentials_allowed(&url).map_err(|reason| AuthError::Unsafe {
-                url: realm.to_owned(),
-                reason,
-            })?;
         }
         let scope_list: Vec<String> = scopes.iter().map(Scope::to_string).collect();
         let started = SystemTime::now();
