@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use auth_ghcr::BearerTokenProvider;
-use registry_core::client::{RegistryClient, Transport, TransportConfig};
-use registry_core::{Credentials, ImageReference, ProviderKind, RegistryHost, StaticKeychain};
+use registry_auth::AuthSettings;
+use registry_core::client::{Transport, TransportConfig};
+use registry_core::{Credentials, ImageReference, RegistryHost};
 use serde_json::{Value, json};
 use test_support::{
     ImageSpec, ManifestFormat, Registry, RegistryConfig, RegistryTls, RequestLog, TokenServer, TokenServerConfig,
@@ -814,9 +814,14 @@ pub fn child(args: &ChildArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let transport = Arc::new(Transport::new(TransportConfig::default()).map_err(|e| e.to_string())?);
-    let keychain = StaticKeychain::new(host.clone(), Credentials::basic(user, password));
-    let provider = Arc::new(BearerTokenProvider::new(transport.clone(), Arc::new(keychain)));
-    let client = Arc::new(RegistryClient::new(transport).with_provider(host, ProviderKind::Generic, provider));
+    let mut settings = AuthSettings::new(host.clone());
+    settings.registry_credentials = Some((host.clone(), Credentials::basic(user, password)));
+    let client = Arc::new(
+        runtime
+            .block_on(registry_auth::wire(&settings, transport, &[host]))
+            .map_err(|e| e.to_string())?
+            .client,
+    );
     let mut set = WatchSet::new();
     for image in &images {
         set.add_image(image.clone()).map_err(|e| e.to_string())?;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use test_support::{ImageSpec, ManifestFormat, Registry, RegistryConfig, RegistryTls, WorkDir, build_image, skopeo};
 
 use crate::docker_cli::{self, Container, DockerCli, Leftovers};
+use crate::narrate::say;
 
 const USER: &str = "demo";
 const PASSWORD: &str = "demo-password";
@@ -142,10 +143,6 @@ impl Drop for Watch {
             self.stop();
         }
     }
-}
-
-pub fn say(line: &str) {
-    println!("demo | {line}");
 }
 
 /// What both refreshers' demos share: the work dir, the registry, the image and the binary.

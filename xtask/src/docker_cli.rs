@@ -57,7 +57,7 @@ impl DockerCli {
     }
 
     fn show(&self, args: &[&str]) {
-        super::demo::say(&format!(
+        crate::narrate::say(&format!(
             "$ DOCKER_CONFIG={} docker {}",
             self.config.display(),
             args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
@@ -83,7 +83,7 @@ impl DockerCli {
     /// `***`). It lands in this CLI's throwaway config only.
     pub fn login(&self, host: &str, user: &str, password: &str) -> Result<(), String> {
         let args = ["login", host, "--username", user, "--password-stdin"];
-        super::demo::say(&format!(
+        crate::narrate::say(&format!(
             "$ echo *** | DOCKER_CONFIG={} docker {}",
             self.config.display(),
             args.join(" ")
@@ -294,16 +294,16 @@ impl Leftovers {
                 .cloned(),
         );
         if left.is_empty() {
-            super::demo::say("Docker Engine: the demo's containers and images are gone");
+            crate::narrate::say("Docker Engine: the demo's containers and images are gone");
         } else {
-            super::demo::say(&format!("Docker Engine: left behind, remove by hand: {left:?}"));
+            crate::narrate::say(&format!("Docker Engine: left behind, remove by hand: {left:?}"));
         }
     }
 }
 
 fn report(result: Result<String, String>) {
     if let Err(error) = result {
-        super::demo::say(&format!("clean-up: {error}"));
+        crate::narrate::say(&format!("clean-up: {error}"));
     }
 }
 

@@ -15,6 +15,7 @@ mod docker_cli;
 mod install;
 mod interrupt;
 mod matrix;
+mod narrate;
 mod run;
 
 use std::process::ExitCode;

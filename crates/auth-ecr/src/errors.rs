@@ -12,7 +12,9 @@ use aws_config::imds::client::error::ImdsError;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
-use registry_core::{AuthError, EcrRegistry, RegistryHost};
+use registry_core::{AuthError, RegistryHost};
+
+use crate::registry::EcrRegistry;
 
 /// The provider name every ECR error carries.
 pub(crate) const PROVIDER: &str = "ecr";

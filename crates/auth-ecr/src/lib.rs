@@ -22,7 +22,7 @@
 //!   as `registryIds`, so a registry in another account than the credentials' works when that
 //!   account's repository policy grants access.
 //! - **A mirror or test registry** whose name is not an ECR host is declared with
-//!   `IMAGEWATCH_PROVIDERS=HOST=ecr:ACCOUNT:REGION` (see [`registry_core::ProviderOverrides`]);
+//!   `IMAGEWATCH_PROVIDERS=HOST=ecr:ACCOUNT:REGION` (parsed by registry-auth);
 //!   the caller passes the result to [`EcrProvider::add_registry`].
 //! - **The API endpoint** is AWS's for the region unless `AWS_ENDPOINT_URL_ECR` (or
 //!   `AWS_ENDPOINT_URL`, or a profile's `endpoint_url`) names another, e.g. a local moto
@@ -46,6 +46,7 @@
 //! must not cost an API call per check.
 
 mod errors;
+pub mod registry;
 pub mod token;
 
 use std::collections::HashMap;
@@ -58,10 +59,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecr::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::service_config::ServiceConfigKey;
-use registry_core::{
-    AuthError, AuthScheme, Authorization, Challenge, Credentials, EcrRegistry, RegistryHost, Scope, TokenProvider,
-};
+use registry_core::{AuthError, AuthScheme, Authorization, Challenge, Credentials, RegistryHost, Scope, TokenProvider};
 
+pub use registry::EcrRegistry;
 pub use token::{RefreshPolicy, TokenError};
 
 use errors::{Target, provider_error};
@@ -87,8 +87,9 @@ impl fmt::Debug for EcrProvider {
 
 impl EcrProvider {
     /// A provider with the AWS SDK's default configuration: the default credential chain,
-    /// `AWS_ENDPOINT_URL_ECR`, retries and timeouts, all from the environment and profile.
-    pub async fn from_env() -> EcrProvider {
+    /// `AWS_ENDPOINT_URL_ECR`, retries and timeouts, which the SDK reads from its environment
+    /// and profile (the one configuration imagewatch leaves to a library).
+    pub async fn from_default_chain() -> EcrProvider {
         EcrProvider::with_sdk_config(aws_config::defaults(BehaviorVersion::latest()).load().await)
     }
 

@@ -1,4 +1,4 @@
-//! `EcrProvider::from_env()`: the AWS SDK's default chain and endpoint variables, read from a
+//! `EcrProvider::from_default_chain()`: the AWS SDK's default chain and endpoint variables, read from a
 //! real process environment. The environment cannot be changed inside a test (it is process
 //! wide, and `set_var` is unsafe), so each case re-runs this test binary as a child with a
 //! cleared environment plus the variables under test; the `child_*` tests do the work there
@@ -52,13 +52,13 @@ fn in_child() -> bool {
     std::env::var_os(CHILD).is_some()
 }
 
-/// In the child: credentials for moto's ECR host through `EcrProvider::from_env()`.
+/// In the child: credentials for moto's ECR host through `EcrProvider::from_default_chain()`.
 #[tokio::test]
 async fn child_credentials_from_env() {
     if !in_child() {
         return;
     }
-    let provider = EcrProvider::from_env().await;
+    let provider = EcrProvider::from_default_chain().await;
     match provider.credentials(&ecr_host()).await {
         Ok(credentials) => println!("RESULT ok {}", password(&credentials)),
         Err(error) => println!("RESULT error {error}"),

@@ -234,7 +234,7 @@ async fn private_repository_without_credentials_is_an_auth_error_naming_host_and
     assert_eq!(error.kind(), "auth", "{message}");
     assert!(message.contains(&registry.host()), "{message}");
     assert!(message.contains(&token.realm_url()), "{message}");
-    assert!(message.contains("IMAGEWATCH_REGISTRY_USER"), "{message}");
+    assert!(message.contains("configure credentials for"), "{message}");
 
     let (wrong, _) = client_with_password(&registry, "not-the-password");
     let error = wrong.manifest_digest(&parse(&reference)).await.expect_err("refused");

@@ -1,11 +1,12 @@
-//! `imagewatch`: the operator's binary. Parses the command line and environment into
-//! registry-core types at the edge, wires a provider to each host (see `wiring`) and runs one
-//! command. Exit status: 0 done, 1 a check or refresh failed, 2 invalid input or configuration.
+//! `imagewatch`: the operator's binary and the edge. Parses the command line and environment
+//! into registry-core and registry-auth values (`settings`, `transport`), has registry-auth wire
+//! a provider to each host, and runs one command. Exit status: 0 done, 1 a check or refresh failed, 2 invalid input or configuration.
 
 mod commands;
 mod exit;
 mod logging;
-mod wiring;
+mod settings;
+mod transport;
 
 use std::process::ExitCode;
 

@@ -163,16 +163,23 @@ fn auth_header_without_credentials_prints_nothing_and_succeeds() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no credentials for ghcr.io"));
 }
 
+/// Seed compatibility: the platform this replaces sends `GHCR_USER`/`GHCR_TOKEN` to whatever
+/// registry `MOLECULE_IMAGE_REGISTRY` names (its self-hosted mirror), and expects the mirror as
+/// `serveraddress`. They never go to a host the operator did not choose (unit-tested in
+/// registry-auth's wiring).
 #[test]
-fn ghcr_credentials_are_not_offered_to_another_registry() {
+fn ghcr_credentials_are_the_configured_registrys_credentials() {
     let output = imagewatch(
-        &["auth-header"],
+        &["auth-header", "--json"],
         &[
-            ("MOLECULE_IMAGE_REGISTRY", "registry.example.com/x"),
+            ("MOLECULE_IMAGE_REGISTRY", "registry.example.com:5443/acme/team"),
             ("GHCR_USER", "u"),
             ("GHCR_TOKEN", "t"),
         ],
     );
-    assert!(output.status.success());
-    assert!(output.stdout.is_empty(), "GHCR credentials leaked to another host");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let payload: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(payload["serveraddress"], "registry.example.com:5443");
+    assert_eq!(payload["username"], "u");
+    assert_eq!(payload["password"], "***");
 }

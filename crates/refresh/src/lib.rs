@@ -5,11 +5,11 @@
 //! - [`webhook`]: POST the event as JSON, optionally HMAC-signed, with bounded retries;
 //! - [`exec`]: run a command with the event in environment variables.
 //!
-//! Architecture invariant: no auth crate here. Pull credentials come through
-//! [`EngineAuthSource`], which the CLI backs with its per-host providers.
+//! Architecture invariant: no auth crate here. Pull credentials come through registry-core's
+//! `EngineAuthSource` as a ready `X-Registry-Auth` value, which the wiring (registry-auth)
+//! backs with each host's provider; the refresher sends it as is.
 
 pub mod docker;
-pub mod engine_auth;
 pub mod exec;
 pub mod webhook;
 
@@ -17,6 +17,5 @@ pub use docker::{
     ContainerFailure, ContainerFilter, DEFAULT_DOCKER_SOCKET, DockerConfig, DockerError, DockerMode, DockerOutcome,
     DockerRefresher,
 };
-pub use engine_auth::{AnonymousPulls, EngineAuthSource, ProviderEngineAuth, StaticEngineAuth};
 pub use exec::{ExecConfig, ExecError, ExecRefresher};
 pub use webhook::{WebhookConfig, WebhookError, WebhookRefresher};

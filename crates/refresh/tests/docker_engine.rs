@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine as _;
 use bollard::Docker;
-use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthStatusEnum, HostConfig,
     NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
@@ -20,15 +18,17 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     RemoveImageOptionsBuilder,
 };
-use refresh::{ContainerFilter, DockerConfig, DockerError, DockerMode, DockerRefresher, StaticEngineAuth};
-use registry_core::{Credentials, Digest, ImageReference};
+use refresh::{ContainerFilter, DockerConfig, DockerError, DockerMode, DockerRefresher};
+use registry_auth::AuthSettings;
+use registry_core::{Credentials, Digest, ImageReference, Transport, TransportConfig};
 use rstest::rstest;
 use test_support::{ImageSpec, ManifestFormat, Registry, RegistryConfig, RegistryTls, WorkDir, build_image, skopeo};
 use watcher::{RefreshEvent, Refresher};
 
 const USER: &str = "alice";
-/// Chosen so that the STANDARD base64 of bollard's auth JSON holds `+` or `/` (asserted below):
-/// the engine decodes base64url and would silently pull anonymously without our fix.
+/// Chosen so that the base64url `X-Registry-Auth` payload holds `-` or `_` (asserted below),
+/// where standard base64 would hold `+` or `/`: the engine decodes base64url and would silently
+/// pull anonymously with a standard encoding.
 const PASSWORD: &str = "p?>?>?>~~~w0rd";
 
 struct Fixture {
@@ -111,9 +111,18 @@ impl Fixture {
         .await
     }
 
+    /// The refresher with the production pull credentials: the wiring's engine-auth answer for
+    /// the registry, configured as an operator would (`IMAGEWATCH_REGISTRY_USER`/`_PASSWORD`).
+    /// The daemon has no login for the registry, so a wrong payload fails the pull.
     async fn refresher_with(&self, password: &str, config: DockerConfig) -> DockerRefresher {
-        let auth = StaticEngineAuth::new().with(self.image.host().clone(), Credentials::basic(USER, password));
-        DockerRefresher::connect(config, Arc::new(auth)).await.expect("engine")
+        let host = self.image.host().clone();
+        let mut settings = AuthSettings::new(host.clone());
+        settings.registry_credentials = Some((host.clone(), Credentials::basic(USER, password)));
+        let transport = Arc::new(Transport::new(TransportConfig::default()).expect("transport"));
+        let wired = registry_auth::wire(&settings, transport, &[host]).await.expect("wired");
+        DockerRefresher::connect(config, Arc::new(wired.engine_auth()))
+            .await
+            .expect("engine")
     }
 
     /// Registers what the reference names locally now (a pulled v2) for clean-up; answers its ID.
@@ -267,16 +276,15 @@ fn running(container: &ContainerInspectResponse) -> bool {
 }
 
 #[test]
-fn the_test_password_exercises_the_base64url_fix() {
-    let json = serde_json::to_string(&DockerCredentials {
-        username: Some(USER.into()),
-        password: Some(PASSWORD.into()),
-        serveraddress: Some("127.0.0.1:5000".into()),
-        ..DockerCredentials::default()
-    })
-    .expect("json");
-    let standard = base64::engine::general_purpose::STANDARD.encode(json);
-    assert!(standard.contains(['+', '/']), "{standard}");
+fn the_test_password_exercises_the_base64url_encoding() {
+    // The password leads the payload's JSON, so where it lands in the encoding does not depend
+    // on the registry's port.
+    let payload = registry_auth::EngineAuth::new(
+        &"127.0.0.1:5000".parse().expect("host"),
+        Credentials::basic(USER, PASSWORD),
+    );
+    let header = payload.header_value();
+    assert!(header.expose().contains(['-', '_']), "{}", header.expose());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,12 @@ fn is_domain_component(component: &str) -> bool {
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
 }
 
+/// distribution's rule: the first component of a name is a host if it has a `.` or `:`, is
+/// `localhost`, or is a bracketed IPv6 address.
+pub(crate) fn looks_like_host(component: &str) -> bool {
+    component.contains('.') || component.contains(':') || component == "localhost" || component.starts_with('[')
+}
+
 impl FromStr for RegistryHost {
     type Err = HostError;
 

@@ -1,31 +1,14 @@
-//! `MOLECULE_IMAGE_REGISTRY`: where workspace images live, split into the registry HOST and
-//! the repository path under it. Every surface that talks to a registry (digest checks, token
-//! requests, Docker pulls) takes its host from here, never from a hard-coded name.
+//! An image prefix (what `MOLECULE_IMAGE_REGISTRY` holds): where images live, split into the
+//! registry HOST and the repository path under it. Every surface that talks to a registry
+//! (digest checks, token requests, Docker pulls) takes its host from here, never from a
+//! hard-coded name. It reads no environment and knows no product defaults: the edge hands it
+//! the value and names the source.
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::host::RegistryHost;
+use crate::host::{RegistryHost, looks_like_host};
 use crate::path::path_problem;
-use crate::reference::{ImageReference, Tag};
-
-/// The environment variable that names the image prefix.
-pub const PREFIX_ENV: &str = "MOLECULE_IMAGE_REGISTRY";
-/// The prefix used when the variable is unset or blank.
-pub const DEFAULT_PREFIX: &str = "ghcr.io/molecule-ai";
-/// The runtimes whose workspace images are watched unless told otherwise.
-pub const DEFAULT_RUNTIMES: &[&str] = &[
-    "claude-code",
-    "langgraph",
-    "crewai",
-    "autogen",
-    "deepagents",
-    "hermes",
-    "gemini-cli",
-    "openclaw",
-];
-/// The moving tag the workspace images are published under.
-pub const WORKSPACE_TAG: &str = "latest";
 
 /// A registry host and the repository path images live under (possibly empty for a bare host).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -46,19 +29,6 @@ pub struct PrefixError {
 }
 
 impl RegistryPrefix {
-    /// Reads [`PREFIX_ENV`] from the process environment.
-    pub fn from_env() -> Result<RegistryPrefix, PrefixError> {
-        Self::from_env_value(std::env::var(PREFIX_ENV).ok().as_deref())
-    }
-
-    /// Interprets the variable's value: unset or blank means [`DEFAULT_PREFIX`].
-    pub fn from_env_value(value: Option<&str>) -> Result<RegistryPrefix, PrefixError> {
-        match value.map(str::trim) {
-            None | Some("") => Self::parse_named(DEFAULT_PREFIX, PREFIX_ENV),
-            Some(value) => Self::parse_named(value, PREFIX_ENV),
-        }
-    }
-
     /// Parses a prefix, naming `source_name` (a variable or flag) in errors.
     pub fn parse_named(raw: &str, source_name: &str) -> Result<RegistryPrefix, PrefixError> {
         let error = |reason: String| PrefixError {
@@ -128,17 +98,6 @@ impl RegistryPrefix {
             format!("{}/{image}", self.path)
         }
     }
-
-    /// `<prefix>/workspace-template-<runtime>:latest`.
-    pub fn runtime_image(&self, runtime: &str) -> Result<ImageReference, crate::reference::ReferenceError> {
-        let repository = self.repository(&format!("workspace-template-{runtime}"));
-        ImageReference::from_parts(self.host.clone(), &repository, Some(Tag::latest()), None)
-    }
-}
-
-/// distribution's rule: the first component is a host if it has a `.` or `:` or is `localhost`.
-pub(crate) fn looks_like_host(component: &str) -> bool {
-    component.contains('.') || component.contains(':') || component == "localhost" || component.starts_with('[')
 }
 
 impl FromStr for RegistryPrefix {
@@ -212,56 +171,12 @@ mod tests {
     #[case::uppercase_docker_hub_namespace("MoleculeAI", "uppercase")]
     #[case::invalid_separator("ghcr.io/molecule..ai", "component")]
     fn malformed_prefix_is_rejected_naming_variable_and_value(#[case] input: &str, #[case] reason: &str) {
-        let error = RegistryPrefix::from_env_value(Some(input))
+        let error = RegistryPrefix::parse_named(input, "MOLECULE_IMAGE_REGISTRY")
             .expect_err("must be rejected")
             .to_string();
-        assert!(error.contains(PREFIX_ENV), "{error}");
+        assert!(error.contains("MOLECULE_IMAGE_REGISTRY"), "{error}");
         assert!(error.contains(&format!("{input:?}")), "{error}");
         assert!(error.contains(reason), "{error}");
         assert!(error.contains("expected"), "{error}");
-    }
-
-    #[rstest]
-    #[case::unset(None)]
-    #[case::empty(Some(""))]
-    #[case::blank(Some("   "))]
-    fn unset_or_blank_means_default(#[case] value: Option<&str>) {
-        let prefix = RegistryPrefix::from_env_value(value).expect("default is valid");
-        assert_eq!(prefix.to_string(), DEFAULT_PREFIX);
-        assert_eq!(prefix.host().as_str(), "ghcr.io");
-    }
-
-    #[rstest]
-    #[case(
-        "ghcr.io/molecule-ai",
-        "langgraph",
-        "ghcr.io/molecule-ai/workspace-template-langgraph:latest"
-    )]
-    #[case(
-        "registry.example.com",
-        "crewai",
-        "registry.example.com/workspace-template-crewai:latest"
-    )]
-    #[case("molecule-ai", "hermes", "docker.io/molecule-ai/workspace-template-hermes:latest")]
-    #[case("[::1]:5000/x", "autogen", "[::1]:5000/x/workspace-template-autogen:latest")]
-    fn runtime_image_hangs_off_the_prefix(#[case] prefix: &str, #[case] runtime: &str, #[case] expected: &str) {
-        let prefix: RegistryPrefix = prefix.parse().expect("valid");
-        let image = prefix.runtime_image(runtime).expect("valid runtime");
-        assert_eq!(image.to_string(), expected);
-        assert_eq!(image.host(), prefix.host());
-    }
-
-    #[test]
-    fn invalid_runtime_name_is_rejected() {
-        let prefix: RegistryPrefix = DEFAULT_PREFIX.parse().expect("valid");
-        assert!(prefix.runtime_image("Claude Code").is_err());
-    }
-
-    #[test]
-    fn every_default_runtime_makes_a_valid_image() {
-        let prefix: RegistryPrefix = DEFAULT_PREFIX.parse().expect("valid");
-        for runtime in DEFAULT_RUNTIMES {
-            prefix.runtime_image(runtime).expect("default runtime image is valid");
-        }
     }
 }

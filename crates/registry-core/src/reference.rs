@@ -6,9 +6,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::digest::Digest;
-use crate::host::RegistryHost;
+use crate::host::{RegistryHost, looks_like_host};
 use crate::path::path_problem;
-use crate::prefix::looks_like_host;
+
+/// The tag a reference without one means, as Docker reads it.
+pub const DEFAULT_TAG: &str = "latest";
 
 /// A validated tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -16,7 +18,7 @@ pub struct Tag(String);
 
 impl Tag {
     pub fn latest() -> Tag {
-        Tag(crate::prefix::WORKSPACE_TAG.to_owned())
+        Tag(DEFAULT_TAG.to_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -110,7 +112,7 @@ impl ImageReference {
         match (&self.digest, &self.tag) {
             (Some(digest), _) => digest.to_string(),
             (None, Some(tag)) => tag.to_string(),
-            (None, None) => crate::prefix::WORKSPACE_TAG.to_owned(),
+            (None, None) => DEFAULT_TAG.to_owned(),
         }
     }
 

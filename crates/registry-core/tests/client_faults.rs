@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use registry_core::client::{RegistryClient, RegistryError, Transport, TransportConfig};
 use registry_core::{
-    AuthError, AuthScheme, Authorization, Challenge, Credentials, Digest, ImageReference, ProviderKind, RegistryHost,
-    Scope, TokenProvider,
+    AuthError, AuthScheme, Authorization, Challenge, Credentials, Digest, ImageReference, RegistryHost, Scope,
+    TokenProvider,
 };
 use rstest::rstest;
 use test_support::{FaultServer, Reply};
@@ -64,7 +64,7 @@ fn quick_transport() -> Arc<Transport> {
 fn client_for(server: &FaultServer) -> (RegistryClient, Arc<FixedProvider>) {
     let provider = Arc::new(FixedProvider::default());
     let host: RegistryHost = server.host().parse().expect("host");
-    let client = RegistryClient::new(quick_transport()).with_provider(host, ProviderKind::Generic, provider.clone());
+    let client = RegistryClient::new(quick_transport()).with_provider(host, provider.clone(), "configure credentials");
     (client, provider)
 }
 

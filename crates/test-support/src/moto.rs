@@ -138,6 +138,17 @@ impl Moto {
         format!("http://{}", self.proxy.addr())
     }
 
+    /// An AWS SDK configuration that reaches this moto through the counting proxy with test
+    /// keys (moto accepts any), as a caller that was given explicit configuration would.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        let keys = aws_credential_types::Credentials::new("testing", "testing", None, None, "test-support-moto");
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint_url())
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(keys))
+            .build()
+    }
+
     /// moto itself, bypassing the counter.
     pub fn direct_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.moto_port)

@@ -1,8 +1,29 @@
 //! The watch set: which image references are polled, each with the runtime it serves, if any.
 //! By default that is the runtime images of the configured prefix; any other references can be
-//! added. It owns nothing else: no digests, no registry access.
+//! added. The product's naming of workspace images (`<prefix>/workspace-template-<runtime>:latest`)
+//! and its default runtimes live here, where the set is made. It owns nothing else: no digests,
+//! no registry access.
 
-use registry_core::{DEFAULT_RUNTIMES, ImageReference, ReferenceError, RegistryHost, RegistryPrefix};
+use registry_core::{ImageReference, ReferenceError, RegistryHost, RegistryPrefix, Tag};
+
+/// The runtimes whose workspace images are watched unless told otherwise.
+pub const DEFAULT_RUNTIMES: &[&str] = &[
+    "claude-code",
+    "langgraph",
+    "crewai",
+    "autogen",
+    "deepagents",
+    "hermes",
+    "gemini-cli",
+    "openclaw",
+];
+
+/// `<prefix>/workspace-template-<runtime>:latest`: the moving tag a runtime's workspace image
+/// is published under.
+pub fn runtime_image(prefix: &RegistryPrefix, runtime: &str) -> Result<ImageReference, ReferenceError> {
+    let repository = prefix.repository(&format!("workspace-template-{runtime}"));
+    ImageReference::from_parts(prefix.host().clone(), &repository, Some(Tag::latest()), None)
+}
 
 /// One watched image: the moving reference and the runtime it is the image of, if any.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +93,7 @@ impl WatchSet {
 
     /// Adds `<prefix>/workspace-template-<runtime>:latest`, tagged with the runtime's name.
     pub fn add_runtime(&mut self, prefix: &RegistryPrefix, runtime: &str) -> Result<(), WatchSetError> {
-        let reference = prefix.runtime_image(runtime).map_err(|source| WatchSetError::Runtime {
+        let reference = runtime_image(prefix, runtime).map_err(|source| WatchSetError::Runtime {
             runtime: runtime.to_owned(),
             prefix: prefix.to_string(),
             source,
@@ -143,6 +164,40 @@ impl WatchSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[rstest::rstest]
+    #[case(
+        "ghcr.io/molecule-ai",
+        "langgraph",
+        "ghcr.io/molecule-ai/workspace-template-langgraph:latest"
+    )]
+    #[case(
+        "registry.example.com",
+        "crewai",
+        "registry.example.com/workspace-template-crewai:latest"
+    )]
+    #[case("molecule-ai", "hermes", "docker.io/molecule-ai/workspace-template-hermes:latest")]
+    #[case("[::1]:5000/x", "autogen", "[::1]:5000/x/workspace-template-autogen:latest")]
+    fn runtime_image_hangs_off_the_prefix(#[case] prefix: &str, #[case] runtime: &str, #[case] expected: &str) {
+        let prefix: RegistryPrefix = prefix.parse().expect("valid");
+        let image = runtime_image(&prefix, runtime).expect("valid runtime");
+        assert_eq!(image.to_string(), expected);
+        assert_eq!(image.host(), prefix.host());
+    }
+
+    #[test]
+    fn invalid_runtime_name_is_rejected() {
+        let prefix: RegistryPrefix = "ghcr.io/molecule-ai".parse().expect("valid");
+        assert!(runtime_image(&prefix, "Claude Code").is_err());
+    }
+
+    #[test]
+    fn every_default_runtime_makes_a_valid_image() {
+        let prefix: RegistryPrefix = "ghcr.io/molecule-ai".parse().expect("valid");
+        for runtime in DEFAULT_RUNTIMES {
+            runtime_image(&prefix, runtime).expect("default runtime image is valid");
+        }
+    }
     use rstest::rstest;
 
     fn prefix(value: &str) -> RegistryPrefix {

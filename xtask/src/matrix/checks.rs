@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use registry_core::{EngineAuth, ImageReference, RegistryError};
+use refresh::{DockerConfig, DockerRefresher};
+use registry_core::{EngineAuthSource, ImageReference, RegistryError};
 use test_support::{ImageSpec, ManifestFormat, OCI_INDEX, WorkDir, build_image, build_multi_arch, skopeo};
 use tokio::runtime::Runtime;
 use watcher::{
@@ -21,7 +22,7 @@ use watcher::{
 use super::flavours::{Access, Flavour};
 
 /// The checks, in matrix column order.
-pub const CHECKS: [&str; 7] = [
+pub const CHECKS: [&str; 8] = [
     "digest-oci",
     "digest-docker-v2",
     "digest-index",
@@ -29,6 +30,7 @@ pub const CHECKS: [&str; 7] = [
     "wrong-creds",
     "push-one-tick",
     "engine-payload",
+    "engine-pull",
 ];
 
 /// A check's verdict.
@@ -56,10 +58,15 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Verdict {
         "wrong-creds" => refused(ctx, Access::Wrong),
         "push-one-tick" => push_one_tick(ctx),
         "engine-payload" => engine_payload(ctx),
+        "engine-pull" => engine_pull(ctx),
         other => Err(format!("unknown check {other}")),
     };
     match outcome {
         Ok(Some(note)) => Verdict::Pass(note),
+        Ok(None) if name == "engine-pull" => Verdict::NotApplicable(format!(
+            "the Engine would have to trust the test CA for {}'s realm",
+            ctx.flavour.name
+        )),
         Ok(None) => Verdict::NotApplicable(format!("{} has no authentication", ctx.flavour.name)),
         Err(failure) => Verdict::Fail(failure),
     }
@@ -121,7 +128,7 @@ fn digest(ctx: &Ctx<'_>, kind: Kind) -> CheckResult {
     };
     let repository = format!("{}/{label}", f.name);
     let (reference, skopeo_digest, _) = push(ctx, &repository, &format!("{} {label} v1", f.name), kind)?;
-    let (client, _) = f.client(Access::Good)?;
+    let client = f.wired(ctx.rt, Access::Good)?.client;
     let rewrites_before = f.legacy_rewrites();
     let ours = ctx
         .rt
@@ -152,7 +159,7 @@ fn refused(ctx: &Ctx<'_>, access: Access) -> CheckResult {
     };
     let (reference, skopeo_digest, _) = push(ctx, &repository, &format!("{} private", f.name), Kind::Oci)?;
     let reference = parse(&reference)?;
-    let (good, _) = f.client(Access::Good)?;
+    let good = f.wired(ctx.rt, Access::Good)?.client;
     let digest = ctx
         .rt
         .block_on(good.manifest_digest(&reference))
@@ -160,7 +167,7 @@ fn refused(ctx: &Ctx<'_>, access: Access) -> CheckResult {
     if digest.as_str() != skopeo_digest {
         return Err(format!("with good credentials: {digest} != skopeo {skopeo_digest}"));
     }
-    let (client, _) = f.client(access)?;
+    let client = f.wired(ctx.rt, access)?.client;
     let error = match ctx.rt.block_on(client.manifest_digest(&reference)) {
         Ok(digest) => return Err(format!("{access:?} credentials still read {reference} ({digest})")),
         Err(error) => error,
@@ -211,7 +218,7 @@ fn push_one_tick(ctx: &Ctx<'_>) -> CheckResult {
     let repository = format!("{}/watched", f.name);
     let (reference, v1, _) = push(ctx, &repository, &format!("{} watched v1", f.name), Kind::Oci)?;
     let image = parse(&reference)?;
-    let (client, _) = f.client(Access::Good)?;
+    let client = f.wired(ctx.rt, Access::Good)?.client;
     let refresher = Arc::new(CountingRefresher::default());
     let mut set = WatchSet::new();
     set.add_image(image.clone()).map_err(|e| e.to_string())?;
@@ -280,19 +287,26 @@ fn push_one_tick(ctx: &Ctx<'_>) -> CheckResult {
 /// user and the password the registry accepts, and its redacted form hides that password.
 fn engine_payload(ctx: &Ctx<'_>) -> CheckResult {
     let f = ctx.flavour;
-    let (_, provider) = f.client(Access::Good)?;
-    let credentials = ctx
+    let engine_auth = f.wired(ctx.rt, Access::Good)?.engine_auth();
+    let payload = ctx
         .rt
-        .block_on(provider.engine_credentials(&f.host))
+        .block_on(engine_auth.payload(&f.host))
         .map_err(|e| format!("engine credentials: {e}"))?;
-    let Some(credentials) = credentials else {
+    let Some(auth) = payload else {
         if f.has_auth() {
-            return Err(format!("the provider has no Engine credentials for {}", f.host));
+            return Err(format!("the wiring has no Engine credentials for {}", f.host));
         }
         return Ok(Some("no credentials -> no X-Registry-Auth (anonymous pull)".into()));
     };
-    let auth = EngineAuth::new(&f.host, credentials);
-    let header = auth.header_value();
+    // What the refresher sends: `EngineAuths` is its `EngineAuthSource`.
+    let header = ctx
+        .rt
+        .block_on(engine_auth.registry_auth(&f.host))
+        .map_err(|e| format!("engine credentials: {e}"))?
+        .ok_or("the payload and the refresher's answer disagree")?;
+    if header.expose() != auth.header_value().expose() {
+        return Err("the refresher would send other bytes than the payload".into());
+    }
     let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.expose().trim_end_matches('='))
         .map_err(|e| format!("X-Registry-Auth is not base64url: {e}"))?;
@@ -319,4 +333,46 @@ fn engine_payload(ctx: &Ctx<'_>) -> CheckResult {
         return Err("the redacted payload shows the password".into());
     }
     Ok(Some(format!("serveraddress={server} username={expected_user}")))
+}
+
+/// The flavours whose registry the Docker Engine reaches directly: htpasswd behind TLS on
+/// loopback (the daemon treats 127.0.0.0/8 as an insecure registry, so it accepts the test CA's
+/// certificate). Token flavours would need the daemon to trust the test CA for the realm too.
+const ENGINE_PULL_FLAVOURS: &[&str] = &["basic", "ecr"];
+
+/// A real `docker pull` through the Docker Engine with the refresher's own pull credentials
+/// (the wiring's engine-auth answer, sent as is), from a registry the daemon has no login for:
+/// a wrong payload fails the pull.
+fn engine_pull(ctx: &Ctx<'_>) -> CheckResult {
+    let f = ctx.flavour;
+    if !ENGINE_PULL_FLAVOURS.contains(&f.name) {
+        return Ok(None);
+    }
+    let repository = format!("{}/pulled", f.name);
+    let (reference, _, _) = push(ctx, &repository, &format!("{} pulled by the engine", f.name), Kind::Oci)?;
+    let image = parse(&reference)?;
+    let engine_auth = Arc::new(f.wired(ctx.rt, Access::Good)?.engine_auth());
+    ctx.rt.block_on(async {
+        let refresher = match DockerRefresher::connect(DockerConfig::default(), engine_auth).await {
+            Ok(refresher) => refresher,
+            Err(error) => return Ok(Some(format!("skipped: no Docker Engine ({error})"))),
+        };
+        let pulled = refresher.pull(&image).await.map_err(|e| format!("docker pull: {e}"));
+        let removed = refresher
+            .docker()
+            .remove_image(
+                &image.name_and_tag(),
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+        let id = pulled?;
+        if let Err(error) = removed {
+            return Err(format!("pulled {id}, but removing it failed: {error}"));
+        }
+        Ok(Some(format!(
+            "the Engine pulled {reference} ({}) with no docker login",
+            &id[..19.min(id.len())]
+        )))
+    })
 }

@@ -9,20 +9,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use auth_ecr::EcrProvider;
-use auth_ghcr::BearerTokenProvider;
-use aws_config::{BehaviorVersion, SdkConfig};
-use aws_credential_types::Credentials as AwsCredentials;
+use aws_config::SdkConfig;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
-use registry_core::client::{RegistryClient, Transport, TransportConfig};
-use registry_core::{
-    Credentials, KeychainChain, ProviderKind, ProviderOverrides, RegistryHost, StaticKeychain, TokenProvider,
-};
+use registry_auth::{AuthSettings, AwsSource, ProviderKind, Wired};
+use registry_core::client::{Transport, TransportConfig};
+use registry_core::{Credentials, RegistryHost};
 use test_support::{
     Moto, NginxFront, Registry, RegistryAuth, RegistryConfig, RegistryTls, TestCa, TokenServer, TokenServerConfig,
     WorkDir, free_port,
 };
+use tokio::runtime::Runtime;
 
 use super::legacy_front::LegacyGiteaFront;
 
@@ -132,15 +129,48 @@ impl Flavour {
         self.legacy.as_ref().map(LegacyGiteaFront::rewritten)
     }
 
-    /// The provider kind the host maps to through the override, as the CLI's wiring does it.
+    /// The provider kind the host maps to through the override, as an operator would write it.
     pub fn kind(&self) -> Result<ProviderKind, String> {
-        let overrides: ProviderOverrides = self.providers.parse().map_err(|e| format!("{e}"))?;
-        Ok(overrides.kind_for(&self.host))
+        Ok(self.settings(Access::Good)?.overrides.kind_for(&self.host))
     }
 
-    /// The real client and provider for this host, trusting the test CA through the client's
+    /// What an operator of this flavour would configure: the override, the credentials
+    /// `access` asks for as `IMAGEWATCH_REGISTRY_USER`/`_PASSWORD`, and for ECR an AWS SDK
+    /// configuration that reaches moto (with keys, or with none).
+    fn settings(&self, access: Access) -> Result<AuthSettings, String> {
+        let mut settings = AuthSettings::new(self.host.clone());
+        settings.overrides = self.providers.parse().map_err(|e| format!("{e}"))?;
+        match &self.auth {
+            Auth::Anonymous => {}
+            Auth::Keychain { user, password } => {
+                let password = match access {
+                    Access::Good => Some(password.clone()),
+                    Access::Wrong => Some(format!("wrong-{password}")),
+                    Access::Missing => None,
+                };
+                settings.registry_credentials =
+                    password.map(|password| (self.host.clone(), Credentials::basic(user.as_str(), password.as_str())));
+            }
+            Auth::Ecr(moto) => {
+                if access == Access::Wrong {
+                    // AWS refusing the caller: moto accepts any keys, so the proxy answers the
+                    // next GetAuthorizationToken with 403 AccessDeniedException.
+                    moto.fail_get_authorization_token(1, 403);
+                }
+                settings.aws = AwsSource::Config(Box::new(if access == Access::Missing {
+                    without_keys(moto)
+                } else {
+                    moto.sdk_config()
+                }));
+            }
+        }
+        Ok(settings)
+    }
+
+    /// The client and providers the library's wiring (`registry_auth::wire`, what the binary
+    /// and a platform call) builds for this host, trusting the test CA through the client's
     /// extra-CA option.
-    pub fn client(&self, access: Access) -> Result<(RegistryClient, Arc<dyn TokenProvider>), String> {
+    pub fn wired(&self, rt: &Runtime, access: Access) -> Result<Wired, String> {
         let transport = Arc::new(
             Transport::new(TransportConfig {
                 ca_bundle: Some(self.ca_bundle.clone()),
@@ -148,38 +178,21 @@ impl Flavour {
             })
             .map_err(|e| format!("transport: {e}"))?,
         );
-        let kind = self.kind()?;
-        let provider: Arc<dyn TokenProvider> = match (&kind, &self.auth) {
-            (ProviderKind::Ecr(registry), Auth::Ecr(moto)) => {
-                if access == Access::Wrong {
-                    // AWS refusing the caller: moto accepts any keys, so the proxy answers the
-                    // next GetAuthorizationToken with 403 AccessDeniedException.
-                    moto.fail_get_authorization_token(1, 403);
-                }
-                let sdk = ecr_sdk_config(moto, access != Access::Missing);
-                Arc::new(EcrProvider::with_sdk_config(sdk).with_registry(self.host.clone(), registry.clone()))
-            }
-            (ProviderKind::Ecr(_), _) => return Err(format!("{} maps to ECR but runs no moto", self.host)),
-            (ProviderKind::Ghcr | ProviderKind::Generic, auth) => {
-                let mut keychain = KeychainChain::default();
-                if let Auth::Keychain { user, password } = auth {
-                    let password = match access {
-                        Access::Good => Some(password.clone()),
-                        Access::Wrong => Some(format!("wrong-{password}")),
-                        Access::Missing => None,
-                    };
-                    if let Some(password) = password {
-                        keychain.push(StaticKeychain::new(
-                            self.host.clone(),
-                            Credentials::basic(user.as_str(), password.as_str()),
-                        ));
-                    }
-                }
-                Arc::new(BearerTokenProvider::new(transport.clone(), Arc::new(keychain)))
-            }
-        };
-        let client = RegistryClient::new(transport).with_provider(self.host.clone(), kind, provider.clone());
-        Ok((client, provider))
+        let settings = self.settings(access)?;
+        if matches!(self.kind()?, ProviderKind::Ecr(_)) != matches!(self.auth, Auth::Ecr(_)) {
+            return Err(format!(
+                "{} maps to {} but its auth is {:?}",
+                self.host,
+                self.kind()?,
+                self.auth
+            ));
+        }
+        rt.block_on(registry_auth::wire(
+            &settings,
+            transport,
+            std::slice::from_ref(&self.host),
+        ))
+        .map_err(|e| format!("wiring: {e}"))
     }
 }
 
@@ -199,16 +212,11 @@ impl ProvideCredentials for EmptyChain {
     }
 }
 
-fn ecr_sdk_config(moto: &Moto, with_keys: bool) -> SdkConfig {
-    let credentials = if with_keys {
-        SharedCredentialsProvider::new(AwsCredentials::new("testing", "testing", None, None, "xtask-matrix"))
-    } else {
-        SharedCredentialsProvider::new(EmptyChain)
-    };
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint_url())
-        .credentials_provider(credentials)
+/// moto's endpoint with the credential chain of a machine that has no AWS credentials.
+fn without_keys(moto: &Moto) -> SdkConfig {
+    moto.sdk_config()
+        .into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(EmptyChain))
         .build()
 }
 
@@ -256,7 +264,8 @@ fn same_origin_token(
     );
     let host = host(&front.host());
     let shape = format!(
-        "nginx TLS {host} -> registry (token mode); realm {} service {service} on the same origin",
+        "nginx TLS {host} -> registry (token mode); realm {} service {service} on the same origin \
+         [token service: test-support's own token server, not {name}'s]",
         auth.realm
     );
     Flavour {
@@ -296,7 +305,7 @@ pub fn gitea_legacy(wd: &WorkDir, ca: &TestCa) -> Flavour {
     let shape = format!(
         "nginx TLS {host} -> xtask challenge rewriter -> registry (token mode); 401s answer \
          `Bearer realm=\"{realm}\"` (no service) + `Basic realm=\"Gitea Package API\"` \
-         [challenge emulated: distribution cannot emit it]"
+         [challenge emulated: distribution cannot emit it; token service: test-support's own token server]"
     );
     Flavour {
         token: Some(token),
@@ -316,7 +325,8 @@ pub fn dockerhub(wd: &WorkDir, ca: &TestCa) -> Flavour {
     let registry = Registry::start(wd, RegistryConfig::with_auth(RegistryAuth::Token(auth.clone())).tls(ca));
     let host = host(&registry.host());
     let shape = format!(
-        "registry TLS {host} (token mode); realm {} (another host:port) service registry.docker.io",
+        "registry TLS {host} (token mode); realm {} (another host:port) service registry.docker.io \
+         [token service: test-support's own token server, not Docker Hub's]",
         auth.realm
     );
     Flavour {

@@ -32,7 +32,7 @@ pub fn sdk_config(endpoint: &str) -> SdkConfig {
 }
 
 pub fn provider(moto: &Moto) -> EcrProvider {
-    EcrProvider::with_sdk_config(sdk_config(&moto.endpoint_url()))
+    EcrProvider::with_sdk_config(moto.sdk_config())
 }
 
 pub fn host(value: &str) -> RegistryHost {

@@ -4,10 +4,12 @@
 
 use std::process::ExitCode;
 
-use registry_core::EngineAuth;
+use std::sync::Arc;
+
+use registry_core::{Transport, TransportConfig};
 
 use crate::exit::Failure;
-use crate::wiring::{Settings, engine_credentials};
+use crate::settings::Settings;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,11 +21,15 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::from_env()?;
     let host = settings.prefix.host();
-    let Some(credentials) = engine_credentials(&settings, host).await? else {
+    let transport = Arc::new(Transport::new(TransportConfig::default()).map_err(Failure::config)?);
+    let wired = registry_auth::wire(&settings.auth, transport, std::slice::from_ref(host))
+        .await
+        .map_err(Failure::config)?;
+    // The same answer the Docker refresher sends: `EngineAuths` is its `EngineAuthSource`.
+    let Some(auth) = wired.engine_auth().payload(host).await.map_err(Failure::check)? else {
         eprintln!("imagewatch: no credentials for {host}; the Docker Engine will pull anonymously");
         return Ok(ExitCode::SUCCESS);
     };
-    let auth = EngineAuth::new(host, credentials);
     if args.json {
         let json = serde_json::to_string_pretty(&auth.redacted_json()).map_err(|e| Failure::Internal(e.to_string()))?;
         println!("{json}");

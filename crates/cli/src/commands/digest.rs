@@ -8,7 +8,8 @@ use registry_core::ImageReference;
 use serde::Serialize;
 
 use crate::exit::Failure;
-use crate::wiring::{Settings, TransportArgs, wire};
+use crate::settings::Settings;
+use crate::transport::TransportArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,7 +34,10 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::from_env()?;
     let transport = args.transport.transport()?;
     let host = reference.host().clone();
-    let client = wire(&settings, transport, std::slice::from_ref(&host)).await?.client;
+    let client = registry_auth::wire(&settings.auth, transport, std::slice::from_ref(&host))
+        .await
+        .map_err(Failure::config)?
+        .client;
     let digest = client.manifest_digest(&reference).await.map_err(Failure::check)?;
     if args.json {
         let answer = Answer {

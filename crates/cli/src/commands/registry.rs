@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use crate::exit::Failure;
-use crate::wiring::Settings;
+use crate::settings::Settings;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,7 +27,7 @@ struct Resolved {
 pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::from_env()?;
     let host = settings.prefix.host();
-    let kind = settings.kind_for(host);
+    let kind = settings.auth.overrides.kind_for(host);
     let resolved = Resolved {
         prefix: settings.prefix.to_string(),
         host: host.to_string(),
@@ -43,7 +43,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         println!("host:          {}", resolved.host);
         println!("api_base:      {}", resolved.api_base);
         println!("provider:      {}", resolved.provider);
-        if let registry_core::ProviderKind::Ecr(ecr) = &kind {
+        if let registry_auth::ProviderKind::Ecr(ecr) = &kind {
             println!("               ({ecr})");
         }
         println!("serveraddress: {}", resolved.serveraddress);

@@ -3,22 +3,23 @@
 //! (`--once`) or the loop until SIGINT/SIGTERM. Refresh is opt-in: without `--refresh` it is
 //! `docker` when `IMAGE_AUTO_REFRESH=true`, otherwise `none` (monitor only).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use refresh::{
-    ContainerFilter, DockerConfig, DockerMode, DockerRefresher, ExecConfig, ExecRefresher, ProviderEngineAuth,
-    WebhookConfig, WebhookRefresher,
+    ContainerFilter, DockerConfig, DockerMode, DockerRefresher, ExecConfig, ExecRefresher, WebhookConfig,
+    WebhookRefresher,
 };
-use registry_core::{ImageReference, RegistryHost, Secret, TokenProvider};
+use registry_auth::EngineAuths;
+use registry_core::{ImageReference, Secret};
 use tracing::info;
 use watcher::{MonitorOnly, Refresher, RegistrySource, WatchSet, Watcher, WatcherConfig};
 
 use crate::exit::Failure;
-use crate::wiring::{Settings, TransportArgs, Wired, wire};
+use crate::settings::Settings;
+use crate::transport::TransportArgs;
 
 mod api;
 
@@ -234,10 +235,13 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     let transport = args.transport.transport()?;
 
     let hosts = set.hosts();
-    let Wired { client, providers } = wire(&settings, transport, &hosts).await?;
-    let stats = client.stats().clone();
-    let source = RegistrySource::new(Arc::new(client));
-    let refresher = refresher(&args, kind, providers).await?;
+    let wired = registry_auth::wire(&settings.auth, transport, &hosts)
+        .await
+        .map_err(Failure::config)?;
+    let engine_auth = wired.engine_auth();
+    let stats = wired.client.stats().clone();
+    let source = RegistrySource::new(Arc::new(wired.client));
+    let refresher = refresher(&args, kind, engine_auth).await?;
     let config = WatcherConfig {
         interval: args.interval,
         jitter: args.jitter,
@@ -276,11 +280,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn refresher(
-    args: &Args,
-    kind: RefreshKind,
-    providers: HashMap<RegistryHost, Arc<dyn TokenProvider>>,
-) -> Result<Arc<dyn Refresher>, Failure> {
+async fn refresher(args: &Args, kind: RefreshKind, engine_auth: EngineAuths) -> Result<Arc<dyn Refresher>, Failure> {
     Ok(match kind {
         RefreshKind::None => Arc::new(MonitorOnly),
         RefreshKind::Docker => {
@@ -299,9 +299,8 @@ async fn refresher(
                 health_timeout: args.health_timeout,
                 ..DockerConfig::default()
             };
-            let auth = ProviderEngineAuth::new(move |host: &RegistryHost| providers.get(host).cloned());
             Arc::new(
-                DockerRefresher::connect(config, Arc::new(auth))
+                DockerRefresher::connect(config, Arc::new(engine_auth))
                     .await
                     .map_err(Failure::config)?,
             )

@@ -24,11 +24,9 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
-use registry_core::{AuthError, ImageReference, RegistryHost};
+use registry_core::{AuthError, EngineAuthSource, ImageReference, RegistryHost, Secret};
 use tracing::{debug, info, warn};
 use watcher::{RefreshError, RefreshEvent, RefreshOutcome, Refresher};
-
-use crate::engine_auth::{EngineAuthSource, docker_credentials, url_safe_registry_auth};
 
 mod copy;
 mod verify;
@@ -115,7 +113,7 @@ impl ContainerFilter {
 #[derive(Clone, Debug)]
 pub struct DockerConfig {
     /// `unix:///path`, a socket path, `tcp://host:port` or `http://host:port`; `None` means
-    /// `DOCKER_HOST`, else [`DEFAULT_DOCKER_SOCKET`].
+    /// [`DEFAULT_DOCKER_SOCKET`]. The edge passes `DOCKER_HOST` here.
     pub endpoint: Option<String>,
     pub mode: DockerMode,
     pub filter: ContainerFilter,
@@ -258,7 +256,6 @@ impl DockerRefresher {
         let endpoint = config
             .endpoint
             .clone()
-            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|v| !v.trim().is_empty()))
             .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_owned());
         let unreachable = |reason: String| DockerError::Unreachable {
             endpoint: endpoint.clone(),
@@ -276,7 +273,6 @@ impl DockerRefresher {
         }
         .map_err(|e| unreachable(e.to_string()))?;
         let docker = docker
-            .with_request_modifier(url_safe_registry_auth)
             .negotiate_version()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -302,16 +298,23 @@ impl DockerRefresher {
     /// engine answers 200 and reports a failed pull inside the stream). Answers the image ID.
     pub async fn pull(&self, image: &ImageReference) -> Result<String, DockerError> {
         let host = image.host();
-        let auth = self.auth.engine_auth(host).await.map_err(|source| DockerError::Auth {
-            host: host.clone(),
-            source,
-        })?;
-        let credentials = auth.as_ref().map(docker_credentials);
+        let auth = self
+            .auth
+            .registry_auth(host)
+            .await
+            .map_err(|source| DockerError::Auth {
+                host: host.clone(),
+                source,
+            })?;
         let name = format!("{}/{}", host, image.repository());
         let tag = image.tag().map_or("latest", |tag| tag.as_str());
         let options = CreateImageOptionsBuilder::new().from_image(&name).tag(tag).build();
         debug!(image = %image, host = %host, authenticated = auth.is_some(), "pulling");
-        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        let docker = match auth.clone() {
+            Some(header) => with_registry_auth(&self.docker, header),
+            None => self.docker.clone(),
+        };
+        let mut stream = docker.create_image(Some(options), None, None);
         let mut failure: Option<String> = None;
         let mut last_status = String::new();
         let read_to_end = async {
@@ -704,6 +707,17 @@ impl Refresher for DockerRefresher {
     }
 }
 
+/// A client for one request that carries `header` as its `X-Registry-Auth`, byte for byte: the
+/// payload the wiring built (and `imagewatch auth-header` prints), not a re-encoding of it.
+fn with_registry_auth(docker: &Docker, header: Secret) -> Docker {
+    docker.clone().with_request_modifier(move |mut request| {
+        if let Ok(value) = header.expose().parse() {
+            request.headers_mut().insert("X-Registry-Auth", value);
+        }
+        request
+    })
+}
+
 fn container_name(container: &ContainerInspectResponse) -> String {
     container
         .name
@@ -779,7 +793,7 @@ mod tests {
             endpoint: Some("unix:///nonexistent/docker.sock".into()),
             ..DockerConfig::default()
         };
-        let error = DockerRefresher::connect(config, Arc::new(crate::AnonymousPulls))
+        let error = DockerRefresher::connect(config, Arc::new(registry_core::AnonymousPulls))
             .await
             .expect_err("no engine there");
         let message = error.to_string();

@@ -14,7 +14,7 @@ pub mod registry;
 pub mod stats;
 pub mod transport;
 
-pub use error::{RegistryError, auth_hint, parse_retry_after};
+pub use error::{RegistryError, parse_retry_after};
 pub use registry::{DEFAULT_SCOPE_BATCH, DigestResult, MANIFEST_ACCEPT, RegistryClient};
 pub use stats::{ClientStats, RequestKind, StatsSnapshot};
 pub use transport::{

@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::StreamExt as _;
 use reqwest::Method;
 
-use super::error::{RegistryError, auth_hint, parse_retry_after};
+use super::error::{RegistryError, default_hint, parse_retry_after};
 use super::stats::{ClientStats, RequestKind};
 use super::transport::{Response, Transport};
 use crate::challenge::{AuthScheme, Challenge};
 use crate::digest::Digest;
 use crate::host::RegistryHost;
-use crate::provider::{Authorization, ProviderKind, TokenProvider};
+use crate::provider::{Authorization, TokenProvider};
 use crate::reference::ImageReference;
 use crate::scope::Scope;
 
@@ -61,7 +61,8 @@ impl HostEntry {
 #[derive(Clone, Debug)]
 struct ProviderEntry {
     provider: Arc<dyn TokenProvider>,
-    kind: ProviderKind,
+    /// What the operator configures to give credentials for the host, for auth errors.
+    hint: Arc<str>,
 }
 
 /// Asks registries for manifest digests. Share one per process: its challenge cache and the
@@ -91,9 +92,16 @@ impl RegistryClient {
         }
     }
 
-    /// The provider for `host`; `kind` picks the hint an auth error gives.
-    pub fn with_provider(mut self, host: RegistryHost, kind: ProviderKind, provider: Arc<dyn TokenProvider>) -> Self {
-        self.providers.insert(host, ProviderEntry { provider, kind });
+    /// The provider for `host`, and `hint`: what an auth error tells the operator to configure
+    /// (the wiring that chose the provider knows; this client does not).
+    pub fn with_provider(
+        mut self,
+        host: RegistryHost,
+        provider: Arc<dyn TokenProvider>,
+        hint: impl Into<String>,
+    ) -> Self {
+        let hint = Arc::from(hint.into());
+        self.providers.insert(host, ProviderEntry { provider, hint });
         self
     }
 
@@ -226,15 +234,15 @@ impl RegistryClient {
         self.providers.get(host).cloned().or_else(|| {
             self.default_provider.as_ref().map(|provider| ProviderEntry {
                 provider: provider.clone(),
-                kind: ProviderKind::detect(host),
+                hint: Arc::from(default_hint(host)),
             })
         })
     }
 
-    fn kind(&self, host: &RegistryHost) -> ProviderKind {
+    fn hint(&self, host: &RegistryHost) -> String {
         self.providers
             .get(host)
-            .map_or_else(|| ProviderKind::detect(host), |entry| entry.kind.clone())
+            .map_or_else(|| default_hint(host), |entry| entry.hint.to_string())
     }
 
     /// What `host` (whose cache entry is `entry`) wants, probing it (once, shared by
@@ -286,7 +294,7 @@ impl RegistryClient {
             } else {
                 format!("HTTP 401 with no challenge imagewatch can answer: {headers}")
             },
-            hint: auth_hint(&self.kind(host), host),
+            hint: self.hint(host),
         }
     }
 
@@ -305,14 +313,14 @@ impl RegistryClient {
                     "the registry asks for {} authentication and no credential provider is configured for it",
                     challenge.scheme()
                 ),
-                hint: auth_hint(&self.kind(host), host),
+                hint: self.hint(host),
             });
         };
         entry
             .provider
             .authorization(host, challenge, scopes)
             .await
-            .map_err(|error| RegistryError::from_auth(host, realm, &entry.kind, error))
+            .map_err(|error| RegistryError::from_auth(host, realm, &entry.hint, error))
     }
 
     fn reject(&self, host: &RegistryHost, scopes: &[Scope]) {
@@ -478,7 +486,7 @@ impl RegistryClient {
             host: host.clone(),
             realm,
             reason,
-            hint: auth_hint(&self.kind(host), host),
+            hint: self.hint(host),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::host::RegistryHost;
+use registry_core::RegistryHost;
 
 /// An ECR private registry: the account that owns it and the region it lives in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

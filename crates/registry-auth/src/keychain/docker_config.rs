@@ -1,5 +1,7 @@
 //! Docker's `config.json` as a credential source: `auths`, `credHelpers` and `credsStore`,
-//! looked up the way the Docker CLI looks them up.
+//! looked up the way the Docker CLI looks them up. Podman's `auth.json` has the same format
+//! (containers-auth.json(5), keys may carry a repository path) and is read by the same code.
+//! Where the files are is the settings' business; this module only reads the path it is given.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,13 +12,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::host::RegistryHost;
-use crate::secret::{Credentials, Secret};
+use registry_core::{Credentials, Keychain, KeychainError, RegistryHost, Secret};
 
-use super::{Keychain, KeychainError};
-
-/// Where Docker's `config.json` lives when set (the directory, as Docker reads it).
-pub const DOCKER_CONFIG_ENV: &str = "DOCKER_CONFIG";
 /// How long a credential helper may take to answer.
 pub const CREDENTIAL_HELPER_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -69,22 +66,6 @@ struct HelperAnswer {
 }
 
 impl DockerConfigKeychain {
-    /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
-    pub fn from_env() -> Result<DockerConfigKeychain, KeychainError> {
-        Self::load(&Self::path_from_vars(|name| std::env::var(name).ok()))
-    }
-
-    /// Where `config.json` is, given a variable lookup.
-    pub fn path_from_vars(var: impl Fn(&str) -> Option<String>) -> PathBuf {
-        let non_empty = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-        match non_empty(DOCKER_CONFIG_ENV) {
-            Some(dir) => Path::new(&dir).join("config.json"),
-            None => Path::new(&non_empty("HOME").unwrap_or_default())
-                .join(".docker")
-                .join("config.json"),
-        }
-    }
-
     /// Reads `path`. A missing file is an empty config; unreadable or malformed is an error.
     pub fn load(path: &Path) -> Result<DockerConfigKeychain, KeychainError> {
         let error = |message: String| KeychainError {
@@ -512,14 +493,5 @@ mod tests {
         assert!(error.contains(expected), "{error}");
         assert!(error.contains(&format!("docker-credential-{name}")), "{error}");
         assert!(error.contains("a.example.com"), "{error}");
-    }
-
-    #[rstest]
-    #[case::docker_config_dir(&[("DOCKER_CONFIG", "/etc/dc"), ("HOME", "/home/u")], "/etc/dc/config.json")]
-    #[case::home(&[("HOME", "/home/u")], "/home/u/.docker/config.json")]
-    #[case::blank_docker_config(&[("DOCKER_CONFIG", " "), ("HOME", "/home/u")], "/home/u/.docker/config.json")]
-    fn config_path_follows_docker(#[case] vars: &[(&str, &str)], #[case] expected: &str) {
-        let lookup = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned());
-        assert_eq!(DockerConfigKeychain::path_from_vars(lookup), PathBuf::from(expected));
     }
 }

@@ -1,32 +1,13 @@
-//! Where credentials come from, separate from how they are used: a `Keychain` answers "what
-//! credentials do I hold for this host?". No credentials is `Ok(None)` — anonymous — never an
-//! error by itself.
-//!
-//! The sources, each a `Keychain`:
-//! - [`StaticKeychain::ghcr_from_env`]: `GHCR_USER`/`GHCR_TOKEN`, for the GHCR provider's host.
-//! - [`StaticKeychain::registry_from_env`]: the generic per-host source for every other
-//!   registry. `IMAGEWATCH_REGISTRY_USER` and `IMAGEWATCH_REGISTRY_PASSWORD` (both or
-//!   neither) are credentials for ONE host: `IMAGEWATCH_REGISTRY_HOST` when set, else the host
-//!   of the configured prefix (`MOLECULE_IMAGE_REGISTRY`). They never go to any other host.
-//! - [`DockerConfigKeychain`]: Docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
-//!   `~/.docker/config.json`): `auths`, `credHelpers` and `credsStore`, the helpers run as
-//!   `docker-credential-<name> get`. A missing file means no credentials; a malformed one is an
-//!   error naming the path.
-//!
-//! Reading never logs a secret; errors name the host, the source and what is wrong.
-
-mod docker_config;
-mod environment;
+//! The credential-source seam, separate from how credentials are used: a `Keychain` answers
+//! "what credentials do I hold for this host?". No credentials is `Ok(None)` — anonymous —
+//! never an error by itself. Beside the trait: a chain of sources and fixed credentials for one
+//! host. The sources that read files or run helpers (Docker's and Podman's files, credential
+//! helpers) live in registry-auth; this module reads nothing.
 
 use std::fmt;
 
 use crate::host::RegistryHost;
 use crate::secret::Credentials;
-
-pub use docker_config::{CREDENTIAL_HELPER_TIMEOUT, DOCKER_CONFIG_ENV, DockerConfigKeychain};
-pub use environment::{
-    GHCR_TOKEN_ENV, GHCR_USER_ENV, REGISTRY_HOST_ENV, REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, StaticKeychain,
-};
 
 /// Why a credential source failed (unreadable file, failing helper). Never carries a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +43,30 @@ impl Keychain for KeychainChain {
     }
 }
 
+/// Fixed credentials for exactly one host: what the operator configured for it. It answers for
+/// that host and no other.
+#[derive(Clone, Debug)]
+pub struct StaticKeychain {
+    host: RegistryHost,
+    credentials: Credentials,
+}
+
+impl StaticKeychain {
+    pub fn new(host: RegistryHost, credentials: Credentials) -> StaticKeychain {
+        StaticKeychain { host, credentials }
+    }
+
+    pub fn host(&self) -> &RegistryHost {
+        &self.host
+    }
+}
+
+impl Keychain for StaticKeychain {
+    fn credentials(&self, host: &RegistryHost) -> Result<Option<Credentials>, KeychainError> {
+        Ok((host == &self.host).then(|| self.credentials.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +83,20 @@ mod tests {
         chain.push(StaticKeychain::new(host.clone(), Credentials::basic("second", "p")));
         let found = chain.credentials(&host).expect("ok").expect("found");
         assert_eq!(found.username(), Some("first"));
+    }
+
+    #[test]
+    fn static_keychain_answers_only_its_host() {
+        let ghcr: RegistryHost = "ghcr.io".parse().expect("valid");
+        let other: RegistryHost = "quay.io".parse().expect("valid");
+        let keychain = StaticKeychain::new(ghcr.clone(), Credentials::basic("u", "p"));
+        assert_eq!(
+            keychain
+                .credentials(&ghcr)
+                .expect("ok")
+                .and_then(|c| c.username().map(str::to_owned)),
+            Some("u".into())
+        );
+        assert_eq!(keychain.credentials(&other).expect("ok"), None);
     }
 }

@@ -1,12 +1,12 @@
 //! The Docker Engine's `X-Registry-Auth` payload: base64url of a JSON auth config whose
-//! `serveraddress` is the registry HOST the image is pulled from. Building it here, from a
-//! `RegistryHost`, is what keeps it from ever pinning one registry's name.
+//! `serveraddress` is the registry HOST the image is pulled from. This is the one place it is
+//! built: `imagewatch auth-header` prints it and the refreshers send it as is. Building it
+//! from a `RegistryHost` is what keeps it from ever pinning one registry's name.
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::host::RegistryHost;
-use crate::secret::{Credentials, Secret};
+use registry_core::{Credentials, RegistryHost, Secret};
 
 /// Credentials addressed to one registry, in the shape the Docker Engine expects.
 #[derive(Clone, Debug, PartialEq, Eq)]
