@@ -44,6 +44,16 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Every crate's `src/` and xtask's.
+fn source_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = crates()
+        .iter()
+        .map(|krate| root().join("crates").join(krate).join("src"))
+        .collect();
+    dirs.push(root().join("xtask/src"));
+    dirs
+}
+
 /// The source of a file without its `#[cfg(test)]` part (by convention the last item).
 fn shipped_code(path: &Path) -> String {
     let text = read(path);
@@ -114,11 +124,7 @@ fn only_registry_core_knows_the_manifest_wire_format() {
 
 #[test]
 fn tls_verification_is_never_switched_off() {
-    let mut dirs: Vec<PathBuf> = crates()
-        .iter()
-        .map(|krate| root().join("crates").join(krate).join("src"))
-        .collect();
-    dirs.push(root().join("xtask/src"));
+    let dirs = source_dirs();
     let offenders: Vec<String> = dirs
         .iter()
         .flat_map(|dir| rust_files(dir))
@@ -137,12 +143,14 @@ fn downstream_crates_depend_only_on_registry_core_and_the_watcher_seam() {
         ("registry-core", &[]),
         ("auth-ghcr", &["registry-core"]),
         ("auth-ecr", &["registry-core"]),
+        ("registry-auth", &["registry-core", "auth-ghcr", "auth-ecr"]),
         ("watcher", &["registry-core"]),
         ("refresh", &["registry-core", "watcher"]),
         ("http-api", &["registry-core", "watcher"]),
         ("test-support", &[]),
     ];
     for krate in crates().iter().filter(|krate| krate.as_str() != "cli") {
+        // cli is the edge: it may use every crate, but no auth crate directly (see below).
         let Some((_, allowed)) = allowed.iter().find(|(name, _)| name == krate) else {
             panic!("crates/{krate} is new: add its allowed dependencies to this test and to docs/architecture.md");
         };
@@ -157,11 +165,7 @@ fn downstream_crates_depend_only_on_registry_core_and_the_watcher_seam() {
 
 #[test]
 fn every_module_says_what_it_owns() {
-    let mut dirs: Vec<PathBuf> = crates()
-        .iter()
-        .map(|krate| root().join("crates").join(krate).join("src"))
-        .collect();
-    dirs.push(root().join("xtask/src"));
+    let dirs = source_dirs();
     let undocumented: Vec<String> = dirs
         .iter()
         .flat_map(|dir| rust_files(dir))
@@ -185,5 +189,178 @@ fn ci_runs_the_readme_test_command() {
     assert!(
         ci.contains("cargo xtask ci"),
         ".ci/run does not run the README's test command `cargo xtask ci`"
+    );
+}
+
+/// The shipped source files of every crate, as (crate, file).
+fn shipped_files() -> Vec<(String, PathBuf)> {
+    crates()
+        .into_iter()
+        .flat_map(|krate| {
+            rust_files(&root().join("crates").join(&krate).join("src"))
+                .into_iter()
+                .map(move |file| (krate.clone(), file))
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_edge_reads_the_environment() {
+    // cli is the edge; test-support starts components for tests and reads their PATH.
+    const READS: &[&str] = &["env::var(", "env::var_os(", "env::vars(", "env::vars_os("];
+    let offenders: Vec<String> = shipped_files()
+        .into_iter()
+        .filter(|(krate, _)| krate != "cli" && krate != "test-support")
+        .filter(|(_, file)| {
+            let code = shipped_code(file);
+            READS.iter().any(|read| code.contains(read))
+        })
+        .map(|(_, file)| file.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "the process environment is read outside crates/cli (take settings as values): {offenders:?}"
+    );
+}
+
+#[test]
+fn only_the_auth_room_names_providers() {
+    // Who authenticates to which host is registry-auth's decision; the provider implementations
+    // live in auth-ghcr and auth-ecr. The edge may show a kind, never build a provider.
+    const ROOM: &[&str] = &["registry-auth", "auth-ghcr", "auth-ecr"];
+    const IMPLEMENTATIONS: &[&str] = &["BearerTokenProvider", "EcrProvider", "auth_ghcr", "auth_ecr"];
+    let mut offenders = Vec::new();
+    for (krate, file) in shipped_files() {
+        if ROOM.contains(&krate.as_str()) {
+            continue;
+        }
+        let code = shipped_code(&file);
+        for name in IMPLEMENTATIONS.iter().filter(|name| code.contains(**name)) {
+            offenders.push(format!("{} names {name}", file.display()));
+        }
+        if krate != "cli" && code.contains("ProviderKind") {
+            offenders.push(format!("{} names ProviderKind", file.display()));
+        }
+    }
+    for krate in crates().iter().filter(|krate| !ROOM.contains(&krate.as_str())) {
+        for dependency in our_dependencies(krate) {
+            if dependency == "auth-ghcr" || dependency == "auth-ecr" {
+                offenders.push(format!(
+                    "crates/{krate} depends on {dependency}; go through registry-auth"
+                ));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "providers named outside the auth room:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_engine_payload_is_built_in_one_place() {
+    // `serveraddress` is the X-Registry-Auth payload's key: only its one builder writes it, so
+    // what `imagewatch auth-header` prints is what every refresher sends.
+    let builder = Path::new("registry-auth/src/engine_auth.rs");
+    let offenders: Vec<String> = shipped_files()
+        .into_iter()
+        .filter(|(_, file)| !file.ends_with(builder))
+        .filter(|(_, file)| {
+            let code = shipped_code(file);
+            code.contains("\"serveraddress\"") || code.contains("DockerCredentials")
+        })
+        .map(|(_, file)| file.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "an X-Registry-Auth payload is built outside engine_auth.rs: {offenders:?}"
+    );
+}
+
+/// The module path of a source file under `src` (`a/b.rs` and `a/b/mod.rs` are `a::b`).
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let relative = file.strip_prefix(src).expect("under src").with_extension("");
+    let mut parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+        parts.pop();
+    }
+    parts
+}
+
+/// The `crate::a::b::...` paths a file uses, as module components.
+fn crate_paths(code: &str) -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        if at > 0 && code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue;
+        }
+        let rest = &code[at + "crate::".len()..];
+        let path: Vec<String> = rest
+            .split("::")
+            .map_while(|part| {
+                let name: String = part.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                (!name.is_empty() && name.len() == part.len()).then_some(name)
+            })
+            .collect();
+        let first: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let mut path = path;
+        if path.is_empty() && !first.is_empty() {
+            path.push(first);
+        }
+        paths.push(path);
+    }
+    paths
+}
+
+#[test]
+fn no_import_circles_between_modules_of_a_crate() {
+    let dirs = source_dirs();
+    let mut circles = Vec::new();
+    for src in dirs {
+        let files = rust_files(&src);
+        let modules: Vec<Vec<String>> = files.iter().map(|file| module_path(&src, file)).collect();
+        // An edge from a file to the deepest module file its `crate::` paths name, leaving out a
+        // module's own ancestors and descendants (a parent re-exports its children).
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); files.len()];
+        for (from, file) in files.iter().enumerate() {
+            for path in crate_paths(&shipped_code(file)) {
+                let target = (1..=path.len())
+                    .rev()
+                    .find_map(|len| modules.iter().position(|module| module.as_slice() == &path[..len]));
+                if let Some(to) = target {
+                    let (a, b) = (&modules[from], &modules[to]);
+                    let related = a.starts_with(b) || b.starts_with(a);
+                    if !related && !edges[from].contains(&to) {
+                        edges[from].push(to);
+                    }
+                }
+            }
+        }
+        for start in 0..files.len() {
+            // Depth-first search for a way back to `start`.
+            let mut stack = vec![(start, vec![start])];
+            let mut seen = vec![false; files.len()];
+            while let Some((at, trail)) = stack.pop() {
+                for &next in &edges[at] {
+                    if next == start {
+                        let names: Vec<String> = trail.iter().map(|&i| files[i].display().to_string()).collect();
+                        circles.push(names.join(" -> "));
+                    } else if !seen[next] {
+                        seen[next] = true;
+                        let mut longer = trail.clone();
+                        longer.push(next);
+                        stack.push((next, longer));
+                    }
+                }
+            }
+        }
+    }
+    circles.sort();
+    circles.dedup();
+    assert!(
+        circles.is_empty(),
+        "modules that import each other:\n{}",
+        circles.join("\n")
     );
 }
