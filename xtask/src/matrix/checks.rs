@@ -337,8 +337,9 @@ fn engine_payload(ctx: &Ctx<'_>) -> CheckResult {
 
 /// The flavours whose registry the Docker Engine reaches directly: htpasswd behind TLS on
 /// loopback (the daemon treats 127.0.0.0/8 as an insecure registry, so it accepts the test CA's
-/// certificate). Token flavours would need the daemon to trust the test CA for the realm too.
-const ENGINE_PULL_FLAVOURS: &[&str] = &["basic", "ecr"];
+/// certificate) and the anonymous one. Token flavours would need the daemon to trust the test
+/// CA for the realm too.
+const ENGINE_PULL_FLAVOURS: &[&str] = &["basic", "ecr", "anonymous"];
 
 /// A real `docker pull` through the Docker Engine with the refresher's own pull credentials
 /// (the wiring's engine-auth answer, sent as is), from a registry the daemon has no login for:
