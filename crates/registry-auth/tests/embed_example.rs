@@ -44,9 +44,8 @@ async fn the_example_checks_and_refreshes_through_the_wiring() {
         "{report}"
     );
 
-    let error = embed::start(&prefix, "demo", |_| None)
-        .await
-        .err()
-        .expect("no credentials");
+    let Err(error) = embed::start(&prefix, "demo", |_| None).await else {
+        panic!("started without credentials");
+    };
     assert!(error.to_string().contains("IMAGEWATCH_REGISTRY_USER"), "{error}");
 }
