@@ -149,7 +149,8 @@ pub struct Args {
     webhook_attempts: u32,
 
     /// The program to run (no shell); it gets IMAGEWATCH_IMAGE, IMAGEWATCH_RUNTIME,
-    /// IMAGEWATCH_HOST, IMAGEWATCH_OLD_DIGEST, IMAGEWATCH_NEW_DIGEST and IMAGEWATCH_TIME.
+    /// IMAGEWATCH_HOST, IMAGEWATCH_OLD_DIGEST, IMAGEWATCH_NEW_DIGEST, IMAGEWATCH_TIME, and with a
+    /// trust policy IMAGEWATCH_VERIFIED_KEY and IMAGEWATCH_VERIFIED_AT.
     #[arg(
         long,
         value_name = "PROGRAM",
