@@ -269,3 +269,39 @@ async fn a_cooldown_restarts_when_the_digest_moves_on_and_survives_a_restart() {
         "b was replaced during its cooldown"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_running_loop_rechecks_a_held_digest_and_refreshes_soon_after_it_is_signed() {
+    let h = Harness::new();
+    let config = WatcherConfig {
+        interval: Duration::from_secs(3600),
+        jitter: 0.0,
+        ..WatcherConfig::default()
+    };
+    h.source.publish('a');
+    let mut watcher = h.watcher(config);
+    watcher.tick().await;
+    for _ in 0..3 {
+        assert_eq!(label(&watcher.tick().await), "unchanged");
+    }
+    assert_eq!(h.gate.asked(), 0, "no move, no signature request");
+    h.source.publish('b');
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gate = h.gate.clone();
+    let script = async move {
+        // CI signs 3 s after the push; the hourly poll is far away.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        gate.sign('b');
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _ = stop.send(());
+    };
+    let (run, ()) = tokio::join!(
+        watcher.run(async move {
+            let _ = stopped.await;
+        }),
+        script
+    );
+    run.expect("stops cleanly");
+    assert_eq!(h.refreshed_to(), vec![digest('b')], "refreshed by the 5 s recheck");
+    assert_eq!(h.gate.asked(), 2, "asked at the start and at the recheck");
+}
