@@ -247,7 +247,7 @@ fn a_rule_for_other_images_leaves_this_one_ungated_and_one_for_it_replaces_the_d
 #[test]
 fn a_digest_replaced_during_its_cooldown_is_never_refreshed_to() {
     let s = Setup::new("trust-watch-cooldown");
-    let cooldown = ["--cooldown", "2s"];
+    let cooldown = ["--cooldown", "4s"];
     s.push("one");
     assert!(s.once(&cooldown, &[]).status.success());
     let v2 = s.push("two");
@@ -258,14 +258,14 @@ fn a_digest_replaced_during_its_cooldown_is_never_refreshed_to() {
     let v3 = s.push("three");
     let out = s.once(&cooldown, &[]);
     assert!(stdout(&out).contains("cooling down"), "{}", text(&out));
-    std::thread::sleep(Duration::from_millis(1200));
     let out = s.once(&cooldown, &[]);
     assert!(
         stdout(&out).contains("cooling down"),
-        "v3 has not cooled 2 s yet: {}",
+        "v3 has not cooled 4 s yet: {}",
         text(&out)
     );
-    std::thread::sleep(Duration::from_millis(2200));
+    // First-seen times are kept to the second, rounded up: wait out the cooldown and that second.
+    std::thread::sleep(Duration::from_millis(5200));
     // Each run is a new process: the first-seen time came from the state file.
     let out = s.once(&cooldown, &[]);
     assert!(stdout(&out).contains("refreshed"), "{}", text(&out));

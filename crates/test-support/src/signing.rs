@@ -220,28 +220,13 @@ impl SignatureLayer {
 /// Pushes cosign's legacy layout: the layers under tag `sha256-<hex>.sig` of `image_digest`
 /// (replacing what was there). Answers the signature manifest's bytes.
 pub fn push_legacy_signature(base: &str, repository: &str, image_digest: &str, layers: &[SignatureLayer]) -> Vec<u8> {
-    let config = br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = push_blob(base, repository, config);
-    let mut descriptors = Vec::new();
+    let (manifest, blobs) = legacy_signature_parts(layers);
     let mut pushed = std::collections::HashSet::new();
-    for layer in layers {
-        let digest = sha256_digest(&layer.payload);
-        if pushed.insert(digest.clone()) {
-            push_blob(base, repository, &layer.payload);
+    for blob in &blobs {
+        if pushed.insert(sha256_digest(blob)) {
+            push_blob(base, repository, blob);
         }
-        let mut descriptor = descriptor(SIMPLE_SIGNING_MEDIA_TYPE, &digest, layer.payload.len());
-        descriptor["annotations"] = serde_json::json!({
-            "dev.cosignproject.cosign/signature": base64::engine::general_purpose::STANDARD.encode(&layer.signature),
-        });
-        descriptors.push(descriptor);
     }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor("application/vnd.oci.image.config.v1+json", &config_digest, config.len()),
-        "layers": descriptors,
-    }))
-    .expect("json");
     push_raw_legacy_manifest(base, repository, image_digest, &manifest);
     manifest
 }
@@ -322,4 +307,60 @@ pub fn push_bundle_referrer(
     .expect("json");
     push_manifest(base, repository, &digest_tag(subject_digest), OCI_INDEX, &index);
     referrer
+}
+
+/// cosign's legacy signature manifest for `layers`, with its blobs (config first), so it can
+/// be written into an OCI layout and pushed by skopeo to a registry that needs credentials.
+fn legacy_signature_parts(layers: &[SignatureLayer]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let config = br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let mut blobs = vec![config.clone()];
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        let digest = sha256_digest(&layer.payload);
+        let mut descriptor = descriptor(SIMPLE_SIGNING_MEDIA_TYPE, &digest, layer.payload.len());
+        descriptor["annotations"] = serde_json::json!({
+            "dev.cosignproject.cosign/signature": base64::engine::general_purpose::STANDARD.encode(&layer.signature),
+        });
+        descriptors.push(descriptor);
+        blobs.push(layer.payload.clone());
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &sha256_digest(&config), config.len()),
+        "layers": descriptors,
+    }))
+    .expect("json");
+    (manifest, blobs)
+}
+
+/// An OCI layout holding cosign's legacy signature manifest for `layers`; push it with
+/// [`crate::skopeo::push`] (OCI format, digests kept) to `<repository>:sha256-<hex>.sig`.
+pub fn legacy_signature_layout(wd: &WorkDir, layers: &[SignatureLayer]) -> crate::image::OciLayout {
+    let (manifest, blobs) = legacy_signature_parts(layers);
+    let dir = wd.fresh_dir("signature-layout");
+    let blob_dir = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blob_dir).expect("blob dir");
+    for blob in blobs.iter().chain(std::iter::once(&manifest)) {
+        let digest = sha256_digest(blob);
+        std::fs::write(blob_dir.join(digest.trim_start_matches("sha256:")), blob).expect("blob");
+    }
+    let digest = sha256_digest(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": crate::image::OciLayout::TAG},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).expect("json")).expect("index.json");
+    crate::image::OciLayout {
+        dir,
+        digest,
+        media_type: OCI_MANIFEST.to_owned(),
+        manifests: Vec::new(),
+    }
 }
