@@ -147,6 +147,7 @@ fn downstream_crates_depend_only_on_registry_core_and_the_watcher_seam() {
         ("watcher", &["registry-core"]),
         ("refresh", &["registry-core", "watcher"]),
         ("http-api", &["registry-core", "watcher"]),
+        ("trust", &["registry-core"]),
         ("test-support", &[]),
     ];
     for krate in crates().iter().filter(|krate| krate.as_str() != "cli") {
@@ -160,6 +161,27 @@ fn downstream_crates_depend_only_on_registry_core_and_the_watcher_seam() {
                 "crates/{krate} depends on {dependency}; it may depend only on {allowed:?}"
             );
         }
+    }
+}
+
+#[test]
+fn the_trust_crate_reaches_registries_only_through_registry_core() {
+    // Signature requests must share the digest checks' auth, caches and bounds: no HTTP client
+    // of its own, and no hand-written cryptography (only RustCrypto's crates).
+    let manifest = read(&root().join("crates/trust/Cargo.toml"));
+    for forbidden in ["reqwest", "hyper", "ureq", "openssl", "ring"] {
+        assert!(
+            !manifest.lines().any(|line| line.trim_start().starts_with(forbidden)),
+            "crates/trust depends on {forbidden}; registry requests go through registry-core's client"
+        );
+    }
+    for file in rust_files(&root().join("crates/trust/src")) {
+        let code = shipped_code(&file);
+        assert!(
+            !code.contains("reqwest::") && !code.contains("Transport::new"),
+            "{} builds its own HTTP client",
+            file.display()
+        );
     }
 }
 

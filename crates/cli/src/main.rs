@@ -39,6 +39,8 @@ enum Command {
     Digest(commands::digest::Args),
     /// Poll image digests and refresh on a move (monitor only unless refresh is opted into).
     Watch(Box<commands::watch::Args>),
+    /// Check that the digest an image points at carries a cosign signature by a key.
+    Verify(commands::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Command::AuthHeader(args) => commands::auth_header::run(args).await,
             Command::Digest(args) => commands::digest::run(args).await,
             Command::Watch(args) => commands::watch::run(*args).await,
+            Command::Verify(args) => commands::verify::run(args).await,
         }
     });
     match result {

@@ -344,6 +344,12 @@ fn image_json(state: &ImageState) -> Value {
             "result": if r.succeeded { "success" } else { "failure" },
             "detail": r.detail,
         })),
+        "pending": state.pending.as_ref().map(|p| json!({
+            "digest": p.digest.as_str(),
+            "status": p.status,
+            "reason": p.reason,
+            "at": time(p.at),
+        })),
     })
 }
 

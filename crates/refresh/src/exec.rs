@@ -17,6 +17,11 @@ pub const ENV_HOST: &str = "IMAGEWATCH_HOST";
 pub const ENV_OLD_DIGEST: &str = "IMAGEWATCH_OLD_DIGEST";
 pub const ENV_NEW_DIGEST: &str = "IMAGEWATCH_NEW_DIGEST";
 pub const ENV_TIME: &str = "IMAGEWATCH_TIME";
+/// The fingerprint of the key whose signature admitted the new digest (empty when no trust
+/// policy applies to the image).
+pub const ENV_VERIFIED_KEY: &str = "IMAGEWATCH_VERIFIED_KEY";
+/// Where that signature was found (`tag sha256-<hex>.sig`, `referrer sha256:...`).
+pub const ENV_VERIFIED_AT: &str = "IMAGEWATCH_VERIFIED_AT";
 
 /// How much of stderr a failure quotes.
 const STDERR_TAIL_BYTES: usize = 1000;
@@ -87,6 +92,18 @@ impl ExecRefresher {
             (ENV_OLD_DIGEST, event.old_digest.to_string()),
             (ENV_NEW_DIGEST, event.new_digest.to_string()),
             (ENV_TIME, event.time_rfc3339()),
+            (
+                ENV_VERIFIED_KEY,
+                event
+                    .verification
+                    .as_ref()
+                    .map(|v| v.key_fingerprint.clone())
+                    .unwrap_or_default(),
+            ),
+            (
+                ENV_VERIFIED_AT,
+                event.verification.as_ref().map(|v| v.found.clone()).unwrap_or_default(),
+            ),
         ]
     }
 

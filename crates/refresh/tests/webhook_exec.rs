@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
-use refresh::exec::{ENV_HOST, ENV_IMAGE, ENV_NEW_DIGEST, ENV_OLD_DIGEST, ENV_RUNTIME, ENV_TIME};
+use refresh::exec::{
+    ENV_HOST, ENV_IMAGE, ENV_NEW_DIGEST, ENV_OLD_DIGEST, ENV_RUNTIME, ENV_TIME, ENV_VERIFIED_AT, ENV_VERIFIED_KEY,
+};
 use refresh::webhook::{EVENT_HEADER, SIGNATURE_HEADER};
 use refresh::{ExecConfig, ExecError, ExecRefresher, WebhookConfig, WebhookError, WebhookRefresher};
 use registry_core::{Digest, Secret};
@@ -77,6 +79,7 @@ async fn webhook_posts_the_event_signed_over_the_exact_body() {
             "old_digest": digest('a').as_str(),
             "new_digest": digest('b').as_str(),
             "time": "2027-01-15T08:00:00Z",
+            "verification": null,
         })
     );
 }
@@ -184,6 +187,32 @@ async fn command_gets_the_event_in_its_environment() {
             digest('a'),
             digest('b')
         )
+    );
+}
+
+#[tokio::test]
+async fn command_and_webhook_get_the_signature_that_admitted_the_digest() {
+    let event = event().with_verification(Some(watcher::Attestation {
+        key_fingerprint: "SHA256:0123".into(),
+        found: "tag sha256-bbbb.sig".into(),
+    }));
+    let script = format!("printf '%s|%s' \"${ENV_VERIFIED_KEY}\" \"${ENV_VERIFIED_AT}\"");
+    let run = sh(&script, Duration::from_secs(10)).run(&event).await.expect("exit 0");
+    assert_eq!(run.stdout, "SHA256:0123|tag sha256-bbbb.sig");
+    let unverified = sh(&script, Duration::from_secs(10))
+        .run(&self::event())
+        .await
+        .expect("exit 0");
+    assert_eq!(unverified.stdout, "|", "empty when no policy applies");
+    let server = hook_server([Reply::status(204)]);
+    webhook(&server, 1, Duration::from_secs(5))
+        .deliver(&event)
+        .await
+        .expect("delivered");
+    let body: serde_json::Value = serde_json::from_slice(&server.requests_to(HOOK)[0].body).expect("json");
+    assert_eq!(
+        body["verification"],
+        serde_json::json!({"key_fingerprint": "SHA256:0123", "found": "tag sha256-bbbb.sig"})
     );
 }
 

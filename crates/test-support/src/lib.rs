@@ -37,6 +37,7 @@ mod moto;
 mod nginx;
 mod process;
 mod registry;
+pub mod signing;
 pub mod skopeo;
 mod token;
 mod workdir;

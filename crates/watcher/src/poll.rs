@@ -5,6 +5,12 @@
 //! in-flight refresh finishes first and the state is saved last. Between ticks it serves the
 //! checks asked for through its [`TriggerHandle`] (webhooks, `POST /check`), one pass at a time,
 //! and records every outcome on its [`StatusBoard`].
+//!
+//! Between a move and its refresh stand two optional checks: the cooldown (a new digest must
+//! have been the tag's digest for a while, timed from when it was first seen and persisted) and
+//! the trust [`Gate`] (a signature over the exact digest). A digest held by either is not
+//! refreshed to and not recorded as applied; it is checked again, sooner than the interval:
+//! when its cooldown ends, and 5 s, 10 s, 20 s ... (up to the interval) after the gate held it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,17 +23,22 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::{BackoffPolicy, Backoffs};
+use crate::gate::{Gate, GateVerdict};
 use crate::refresher::{RefreshEvent, Refresher};
 use crate::report::{ImageReport, ImageStatus, TickReport};
 use crate::retry::RefreshRetries;
 use crate::source::{CheckError, CheckErrorKind, DigestSource};
-use crate::state::{SetAside, StateError, StateFile};
+use crate::state::{FirstSeen, SetAside, StateError, StateFile};
 use crate::status::{StatusBoard, TickKind};
 use crate::trigger::{Batch, TriggerHandle};
 use crate::watch_set::{WatchSet, WatchedImage};
 
 /// The largest jitter fraction honoured: more would let two ticks run back to back.
 pub const MAX_JITTER: f64 = 0.5;
+
+/// The first wait before the gate is asked again about a digest it held; each further hold
+/// doubles it, up to the poll interval.
+pub const FIRST_RECHECK: Duration = Duration::from_secs(5);
 
 /// How a watcher polls.
 #[derive(Clone, Debug)]
@@ -83,6 +94,20 @@ pub struct Watcher {
     retries: RefreshRetries,
     status: StatusBoard,
     triggers: TriggerHandle,
+    gate: Option<Arc<dyn Gate>>,
+    cooldown: Duration,
+    /// Per image, the moved-to digest under cooldown and when it was first seen (persisted).
+    first_seen: HashMap<ImageReference, FirstSeen>,
+    /// Per image, the digest the gate holds, how often it held it, and when to ask again.
+    holds: HashMap<ImageReference, Hold>,
+}
+
+#[derive(Debug)]
+struct Hold {
+    digest: Digest,
+    holds: u32,
+    reason: String,
+    next: tokio::time::Instant,
 }
 
 enum Checked {
@@ -102,6 +127,7 @@ impl Watcher {
     ) -> Result<Watcher, StateError> {
         let state = config.state_file.clone().map(StateFile::new);
         let mut seen = HashMap::new();
+        let mut first_seen = HashMap::new();
         let mut state_set_aside = None;
         if let Some(file) = &state {
             let loaded = file.load()?;
@@ -116,6 +142,7 @@ impl Watcher {
                 info!(path = %file.path().display(), images = loaded.digests.len(), "state loaded");
             }
             seen = loaded.digests;
+            first_seen = loaded.first_seen;
             state_set_aside = loaded.set_aside;
         }
         let status = StatusBoard::new(&set, |image| seen.get(image).cloned());
@@ -132,7 +159,24 @@ impl Watcher {
             state_set_aside,
             seen,
             dirty: false,
+            gate: None,
+            cooldown: Duration::ZERO,
+            first_seen,
+            holds: HashMap::new(),
         })
+    }
+
+    /// Every moved digest must pass `gate` before it is refreshed to.
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Watcher {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// A moved digest is refreshed to only once it has been the tag's digest for `cooldown`,
+    /// timed from when this watcher (or an earlier run with the same state file) first saw it.
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Watcher {
+        self.cooldown = cooldown;
+        self
     }
 
     pub fn watch_set(&self) -> &WatchSet {
@@ -278,7 +322,7 @@ impl Watcher {
         if let Some(file) = &self.state
             && self.dirty
         {
-            file.save(&self.seen)?;
+            file.save_with(&self.seen, &self.first_seen)?;
             self.dirty = false;
             debug!(path = %file.path().display(), images = self.seen.len(), "state saved");
         }
@@ -328,7 +372,7 @@ impl Watcher {
                     // Read the flag in a statement of its own: a `watch` borrow held across the
                     // refresh would block the sender that wants to set it.
                     let stopping = *stopped.borrow();
-                    self.observe(image, digest, stopping).await
+                    self.observe(image, digest, stopping, kind).await
                 }
             };
             self.status.record(image.reference(), &status, SystemTime::now());
@@ -445,7 +489,7 @@ impl Watcher {
     }
 
     /// Compares a fetched digest with the seen one and acts.
-    async fn observe(&mut self, image: &WatchedImage, digest: Digest, stopping: bool) -> ImageStatus {
+    async fn observe(&mut self, image: &WatchedImage, digest: Digest, stopping: bool, kind: TickKind) -> ImageStatus {
         let reference = image.reference();
         let Some(old) = self.seen.get(reference).cloned() else {
             info!(image = %reference, host = %image.host(), digest = %digest.short(), "seeded");
@@ -455,11 +499,31 @@ impl Watcher {
         };
         if old == digest {
             debug!(image = %reference, digest = %digest.short(), "unchanged");
+            self.holds.remove(reference);
+            if self.first_seen.remove(reference).is_some() {
+                self.dirty = true;
+            }
             return ImageStatus::Unchanged { digest };
         }
         if stopping {
             info!(image = %reference, old = %old.short(), new = %digest.short(), "moved; not refreshing while stopping");
             return ImageStatus::Interrupted;
+        }
+        if let Some(remaining) = self.cooling_down(reference, &digest) {
+            info!(
+                image = %reference,
+                old = %old.short(),
+                new = %digest.short(),
+                remaining_secs = remaining.as_secs(),
+                "moved; cooling down before the refresh"
+            );
+            self.triggers
+                .recheck(reference, tokio::time::Instant::now() + remaining);
+            return ImageStatus::CoolingDown {
+                old,
+                new: digest,
+                remaining,
+            };
         }
         let now = tokio::time::Instant::now();
         if let Some((failures, retry_in)) = self.retries.wait(reference, &digest, now) {
@@ -477,13 +541,25 @@ impl Watcher {
                 retry_in,
             };
         }
+        let verification = match self.admit(reference, &digest, kind).await {
+            Ok(verification) => verification,
+            Err((reason, retry_in)) => {
+                return ImageStatus::Unverified {
+                    old,
+                    new: digest,
+                    reason,
+                    retry_in,
+                };
+            }
+        };
         let event = RefreshEvent::new(
             reference.clone(),
             image.runtime().map(str::to_owned),
             old.clone(),
             digest.clone(),
             SystemTime::now(),
-        );
+        )
+        .with_verification(verification);
         info!(
             image = %reference,
             host = %image.host(),
@@ -497,6 +573,8 @@ impl Watcher {
             Ok(outcome) => {
                 info!(image = %reference, new = %digest.short(), outcome = %outcome, "refreshed");
                 self.retries.succeeded(reference);
+                self.holds.remove(reference);
+                self.first_seen.remove(reference);
                 self.seen.insert(reference.clone(), digest.clone());
                 self.dirty = true;
                 ImageStatus::Refreshed {
@@ -520,6 +598,93 @@ impl Watcher {
                     new: digest,
                     error,
                 }
+            }
+        }
+    }
+
+    /// How long `digest` (which `image` moved to) must still cool down, starting its cooldown
+    /// when it is new; `None` when it may go ahead.
+    fn cooling_down(&mut self, image: &ImageReference, digest: &Digest) -> Option<Duration> {
+        if self.cooldown.is_zero() {
+            return None;
+        }
+        let now = SystemTime::now();
+        let first_seen = match self.first_seen.get(image) {
+            Some(first) if &first.digest == digest => first.time(),
+            _ => {
+                self.first_seen
+                    .insert(image.clone(), FirstSeen::new(digest.clone(), now));
+                self.dirty = true;
+                now
+            }
+        };
+        let elapsed = now.duration_since(first_seen).unwrap_or_default();
+        let remaining = self.cooldown.saturating_sub(elapsed);
+        // Persisted times have whole seconds: round up so a cooldown never ends early.
+        (!remaining.is_zero())
+            .then(|| Duration::from_secs(remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0)))
+    }
+
+    /// Asks the gate about `digest`: `Ok` with what vouched for it, or `Err` with why it is
+    /// held and when it is asked again. A triggered pass before that time does not ask again
+    /// (the recheck is already queued); a poll always asks.
+    async fn admit(
+        &mut self,
+        image: &ImageReference,
+        digest: &Digest,
+        kind: TickKind,
+    ) -> Result<Option<crate::gate::Attestation>, (String, Duration)> {
+        let Some(gate) = self.gate.clone() else {
+            return Ok(None);
+        };
+        let now = tokio::time::Instant::now();
+        if kind == TickKind::Triggered
+            && let Some(hold) = self.holds.get(image)
+            && &hold.digest == digest
+            && hold.next > now
+        {
+            return Err((hold.reason.clone(), hold.next - now));
+        }
+        match gate.admit(image, digest).await {
+            GateVerdict::Admit(verification) => {
+                if let Some(verification) = &verification {
+                    info!(
+                        image = %image,
+                        digest = %digest.short(),
+                        key = %verification.key_fingerprint,
+                        found = %verification.found,
+                        "signature verified"
+                    );
+                }
+                self.holds.remove(image);
+                Ok(verification)
+            }
+            GateVerdict::Hold(reason) => {
+                let holds = match self.holds.get(image) {
+                    Some(hold) if &hold.digest == digest => hold.holds.saturating_add(1),
+                    _ => 1,
+                };
+                let wait = FIRST_RECHECK
+                    .saturating_mul(1u32 << (holds - 1).min(20))
+                    .min(self.config.interval.max(FIRST_RECHECK));
+                warn!(
+                    image = %image,
+                    digest = %digest.short(),
+                    reason = %reason,
+                    recheck_secs = wait.as_secs(),
+                    "unverified: not refreshing to this digest"
+                );
+                self.holds.insert(
+                    image.clone(),
+                    Hold {
+                        digest: digest.clone(),
+                        holds,
+                        reason: reason.clone(),
+                        next: now + wait,
+                    },
+                );
+                self.triggers.recheck(image, now + wait);
+                Err((reason, wait))
             }
         }
     }
@@ -557,6 +722,8 @@ impl Watcher {
             check_failed = counts.check_failed,
             backed_off = counts.backed_off,
             interrupted = counts.interrupted,
+            unverified = counts.unverified,
+            cooling_down = counts.cooling_down,
             duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
             failed,
             "tick done"

@@ -8,6 +8,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use registry_core::{Digest, ImageReference, RegistryHost};
 
+use crate::gate::Attestation;
+
 /// A watched image whose digest moved: what a refresher acts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshEvent {
@@ -19,6 +21,8 @@ pub struct RefreshEvent {
     pub new_digest: Digest,
     /// When the move was noticed.
     pub time: SystemTime,
+    /// The signature that vouched for `new_digest`, when a trust policy applies to the image.
+    pub verification: Option<Attestation>,
 }
 
 impl RefreshEvent {
@@ -36,7 +40,14 @@ impl RefreshEvent {
             old_digest,
             new_digest,
             time,
+            verification: None,
         }
+    }
+
+    /// The event with the signature that admitted its digest.
+    pub fn with_verification(mut self, verification: Option<Attestation>) -> RefreshEvent {
+        self.verification = verification;
+        self
     }
 
     /// The time in RFC 3339, UTC, to the second (`2026-11-27T22:57:04Z`).
@@ -45,7 +56,7 @@ impl RefreshEvent {
     }
 
     /// The event as sent to webhooks: `image`, `runtime` (or null), `host`, `old_digest`,
-    /// `new_digest`, `time`.
+    /// `new_digest`, `time`, `verification` (`{key_fingerprint, found}` or null).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "image": self.image.to_string(),
@@ -54,6 +65,10 @@ impl RefreshEvent {
             "old_digest": self.old_digest.as_str(),
             "new_digest": self.new_digest.as_str(),
             "time": self.time_rfc3339(),
+            "verification": self.verification.as_ref().map(|v| serde_json::json!({
+                "key_fingerprint": v.key_fingerprint,
+                "found": v.found,
+            })),
         })
     }
 }

@@ -37,6 +37,21 @@ pub enum ImageStatus {
         failures: u32,
         retry_in: Duration,
     },
+    /// The digest moved to one the trust gate holds (no valid signature yet); the old digest
+    /// stays applied, and the gate is asked again in `retry_in` (or at the next tick).
+    Unverified {
+        old: Digest,
+        new: Digest,
+        reason: String,
+        retry_in: Duration,
+    },
+    /// The digest moved to one first seen less than the cooldown ago; it is refreshed to once
+    /// it has stayed the tag's digest for `remaining` more.
+    CoolingDown {
+        old: Digest,
+        new: Digest,
+        remaining: Duration,
+    },
     /// The digest could not be fetched.
     CheckFailed { error: CheckError },
     /// Not checked: its registry asked us to back off for this long yet.
@@ -52,6 +67,7 @@ impl ImageStatus {
             self,
             ImageStatus::RefreshFailed { .. }
                 | ImageStatus::RefreshDeferred { .. }
+                | ImageStatus::Unverified { .. }
                 | ImageStatus::CheckFailed { .. }
                 | ImageStatus::BackedOff { .. }
                 | ImageStatus::Interrupted
@@ -59,7 +75,7 @@ impl ImageStatus {
     }
 
     /// Every [`label`](ImageStatus::label), in [`index`](ImageStatus::index) order.
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 10] = [
         "seeded",
         "unchanged",
         "refreshed",
@@ -68,6 +84,8 @@ impl ImageStatus {
         "check_failed",
         "backed_off",
         "interrupted",
+        "unverified",
+        "cooling_down",
     ];
 
     /// The variant's position in [`LABELS`](ImageStatus::LABELS).
@@ -81,6 +99,8 @@ impl ImageStatus {
             ImageStatus::CheckFailed { .. } => 5,
             ImageStatus::BackedOff { .. } => 6,
             ImageStatus::Interrupted => 7,
+            ImageStatus::Unverified { .. } => 8,
+            ImageStatus::CoolingDown { .. } => 9,
         }
     }
 
@@ -113,6 +133,25 @@ impl fmt::Display for ImageStatus {
                 new.short(),
                 retry_in.as_secs()
             ),
+            ImageStatus::Unverified {
+                old,
+                new,
+                reason,
+                retry_in,
+            } => write!(
+                f,
+                "moved {} -> {}, not refreshed: unverified ({reason}); checked again in {}s",
+                old.short(),
+                new.short(),
+                retry_in.as_secs()
+            ),
+            ImageStatus::CoolingDown { old, new, remaining } => write!(
+                f,
+                "moved {} -> {}, cooling down: refreshed in {}s if it stays",
+                old.short(),
+                new.short(),
+                remaining.as_secs()
+            ),
             ImageStatus::CheckFailed { error } => write!(f, "check failed: {error}"),
             ImageStatus::BackedOff { remaining } => {
                 write!(f, "skipped: registry backed off for {}s more", remaining.as_secs())
@@ -141,6 +180,8 @@ pub struct TickCounts {
     pub check_failed: usize,
     pub backed_off: usize,
     pub interrupted: usize,
+    pub unverified: usize,
+    pub cooling_down: usize,
 }
 
 /// Everything one tick did, in watch-set order.
@@ -178,6 +219,8 @@ impl TickReport {
                 ImageStatus::CheckFailed { .. } => &mut counts.check_failed,
                 ImageStatus::BackedOff { .. } => &mut counts.backed_off,
                 ImageStatus::Interrupted => &mut counts.interrupted,
+                ImageStatus::Unverified { .. } => &mut counts.unverified,
+                ImageStatus::CoolingDown { .. } => &mut counts.cooling_down,
             };
             *slot += 1;
         }

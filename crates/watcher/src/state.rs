@@ -3,6 +3,9 @@
 //! same directory, synced, then renamed over). A file that cannot be read or understood is
 //! reported and renamed aside (`<name>.corrupt-<unix seconds>`), never silently emptied or
 //! overwritten.
+//!
+//! Beside the applied digest, an image may carry the digest it moved to and when that was first
+//! seen, so a cooldown survives a restart. Files without it (older ones) load unchanged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -25,8 +28,33 @@ pub struct StateFile {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadedState {
     pub digests: HashMap<ImageReference, Digest>,
+    /// Moved-to digests not applied yet, with when each was first seen.
+    pub first_seen: HashMap<ImageReference, FirstSeen>,
     /// Set when the file was unreadable or corrupt and has been renamed aside.
     pub set_aside: Option<SetAside>,
+}
+
+/// A digest a tag moved to, and when imagewatch first saw it there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstSeen {
+    pub digest: Digest,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+}
+
+impl FirstSeen {
+    /// `at` rounded up to the second, so a cooldown timed from it never ends early.
+    pub fn new(digest: Digest, at: SystemTime) -> FirstSeen {
+        let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        FirstSeen {
+            digest,
+            at: since.as_secs() + u64::from(since.subsec_nanos() > 0),
+        }
+    }
+
+    pub fn time(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(self.at)
+    }
 }
 
 /// A state file that could not be used and was moved out of the way.
@@ -68,6 +96,8 @@ struct Document {
 #[derive(Serialize, Deserialize)]
 struct Entry {
     digest: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<FirstSeen>,
 }
 
 impl StateFile {
@@ -84,9 +114,10 @@ impl StateFile {
     pub fn load(&self) -> Result<LoadedState, StateError> {
         let reason = match std::fs::read(&self.path) {
             Ok(bytes) => match parse(&bytes) {
-                Ok(digests) => {
+                Ok((digests, first_seen)) => {
                     return Ok(LoadedState {
                         digests,
+                        first_seen,
                         set_aside: None,
                     });
                 }
@@ -104,6 +135,7 @@ impl StateFile {
         })?;
         Ok(LoadedState {
             digests: HashMap::new(),
+            first_seen: HashMap::new(),
             set_aside: Some(SetAside {
                 moved_to: aside,
                 reason,
@@ -113,6 +145,16 @@ impl StateFile {
 
     /// Writes `digests` atomically: readers see the old file or the new one, never a mix.
     pub fn save(&self, digests: &HashMap<ImageReference, Digest>) -> Result<(), StateError> {
+        self.save_with(digests, &HashMap::new())
+    }
+
+    /// Like [`StateFile::save`], with the first-seen times of digests not applied yet (only
+    /// for images that have an applied digest).
+    pub fn save_with(
+        &self,
+        digests: &HashMap<ImageReference, Digest>,
+        first_seen: &HashMap<ImageReference, FirstSeen>,
+    ) -> Result<(), StateError> {
         let write_error = |source| StateError::Write {
             path: self.path.clone(),
             source,
@@ -121,7 +163,13 @@ impl StateFile {
             version: STATE_VERSION,
             images: digests
                 .iter()
-                .map(|(image, digest)| (image.to_string(), Entry { digest: digest.clone() }))
+                .map(|(image, digest)| {
+                    let entry = Entry {
+                        digest: digest.clone(),
+                        pending: first_seen.get(image).cloned(),
+                    };
+                    (image.to_string(), entry)
+                })
                 .collect(),
         };
         let mut bytes = serde_json::to_vec_pretty(&document).map_err(|e| write_error(std::io::Error::other(e)))?;
@@ -164,7 +212,9 @@ impl StateFile {
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<HashMap<ImageReference, Digest>, String> {
+type Parsed = (HashMap<ImageReference, Digest>, HashMap<ImageReference, FirstSeen>);
+
+fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     match value.get("version").and_then(serde_json::Value::as_u64) {
         Some(STATE_VERSION) => {}
@@ -172,16 +222,18 @@ fn parse(bytes: &[u8]) -> Result<HashMap<ImageReference, Digest>, String> {
         None => return Err(format!("no numeric `version` (expected {STATE_VERSION})")),
     }
     let document: Document = serde_json::from_value(value).map_err(|e| format!("malformed: {e}"))?;
-    document
-        .images
-        .into_iter()
-        .map(|(image, entry)| {
-            let reference = image
-                .parse::<ImageReference>()
-                .map_err(|e| format!("malformed image key: {e}"))?;
-            Ok((reference, entry.digest))
-        })
-        .collect()
+    let mut digests = HashMap::new();
+    let mut first_seen = HashMap::new();
+    for (image, entry) in document.images {
+        let reference = image
+            .parse::<ImageReference>()
+            .map_err(|e| format!("malformed image key: {e}"))?;
+        if let Some(pending) = entry.pending {
+            first_seen.insert(reference.clone(), pending);
+        }
+        digests.insert(reference, entry.digest);
+    }
+    Ok((digests, first_seen))
 }
 
 #[cfg(test)]
@@ -214,6 +266,22 @@ mod tests {
             .map(|entry| entry.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn first_seen_times_survive_a_save_and_older_files_load_without_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StateFile::new(dir.path().join("state.json"));
+        let image: ImageReference = "ghcr.io/a/b:latest".parse().expect("valid");
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let first_seen = HashMap::from([(image.clone(), FirstSeen::new(digest('c'), at))]);
+        file.save_with(&sample(), &first_seen).expect("saves");
+        let loaded = file.load().expect("loads");
+        assert_eq!(loaded.digests, sample());
+        assert_eq!(loaded.first_seen, first_seen);
+        assert_eq!(loaded.first_seen[&image].time(), at);
+        file.save(&sample()).expect("saves");
+        assert!(file.load().expect("loads").first_seen.is_empty());
     }
 
     #[test]

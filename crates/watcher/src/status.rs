@@ -18,7 +18,7 @@ use crate::source::CheckErrorKind;
 use crate::watch_set::WatchSet;
 
 /// Every [`ImageStatus`] label, in a fixed order (the `result` label of check counters).
-pub const CHECK_RESULTS: [&str; 8] = ImageStatus::LABELS;
+pub const CHECK_RESULTS: [&str; 10] = ImageStatus::LABELS;
 
 /// Upper bounds (seconds) of the tick-duration histogram's buckets; `+Inf` is implied.
 pub const TICK_BUCKETS: [f64; 14] = [
@@ -74,6 +74,17 @@ pub struct RefreshRecord {
     pub detail: String,
 }
 
+/// A moved digest waiting on the trust gate or the cooldown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRecord {
+    pub digest: Digest,
+    /// `unverified` or `cooling_down`.
+    pub status: &'static str,
+    /// Why it is held (unverified), or how long it still cools down.
+    pub reason: String,
+    pub at: SystemTime,
+}
+
 /// What is known about one watched image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageState {
@@ -90,6 +101,9 @@ pub struct ImageState {
     /// Kept after a later success, with its time: the last error, not the current state.
     pub last_error: Option<ErrorRecord>,
     pub last_refresh: Option<RefreshRecord>,
+    /// A moved digest not refreshed to yet because the trust gate holds it or it is cooling
+    /// down; cleared when the image is refreshed or its tag returns to the applied digest.
+    pub pending: Option<PendingRecord>,
     /// Registry checks made for this image since start.
     pub checks: u64,
 }
@@ -203,6 +217,7 @@ impl StatusBoard {
                 last_result: None,
                 last_error: None,
                 last_refresh: None,
+                pending: None,
                 checks: 0,
             })
             .collect();
@@ -284,8 +299,12 @@ impl StatusBoard {
                 state.last_digest = Some(digest.clone());
                 state.seen_digest = Some(digest.clone());
             }
-            ImageStatus::Unchanged { digest } => state.last_digest = Some(digest.clone()),
+            ImageStatus::Unchanged { digest } => {
+                state.last_digest = Some(digest.clone());
+                state.pending = None;
+            }
             ImageStatus::Refreshed { old, new, outcome } => {
+                state.pending = None;
                 state.last_digest = Some(new.clone());
                 state.seen_digest = Some(new.clone());
                 state.last_refresh = Some(RefreshRecord {
@@ -317,6 +336,24 @@ impl StatusBoard {
                     at,
                     kind: error.kind().as_str(),
                     message: error.message().to_owned(),
+                });
+            }
+            ImageStatus::Unverified { new, reason, .. } => {
+                state.last_digest = Some(new.clone());
+                state.pending = Some(PendingRecord {
+                    digest: new.clone(),
+                    status: status.label(),
+                    reason: reason.clone(),
+                    at,
+                });
+            }
+            ImageStatus::CoolingDown { new, remaining, .. } => {
+                state.last_digest = Some(new.clone());
+                state.pending = Some(PendingRecord {
+                    digest: new.clone(),
+                    status: status.label(),
+                    reason: format!("cooling down for {}s more", remaining.as_secs()),
+                    at,
                 });
             }
             ImageStatus::BackedOff { .. } | ImageStatus::Interrupted => {}

@@ -340,6 +340,20 @@ impl TriggerHandle {
         self.shared.wake.notify_one();
     }
 
+    /// Queues a check of `image` due at `due` (a digest held by the cooldown or the trust gate
+    /// is looked at again then), unless a check of it is queued already.
+    pub(crate) fn recheck(&self, image: &ImageReference, due: Instant) {
+        let mut queue = self.queue();
+        if queue.all.is_some() || queue.images.iter().any(|(queued, _)| queued == image) {
+            return;
+        }
+        let ticket = self.enqueue(&mut queue);
+        queue.follow_ups.insert(image.clone(), due);
+        queue.images.push((image.clone(), ticket));
+        drop(queue);
+        self.shared.wake.notify_one();
+    }
+
     /// The pass serving `tickets` finished.
     pub(crate) fn served(&self, tickets: &[u64]) {
         self.shared.progress.send_modify(|progress| {

@@ -22,7 +22,7 @@ use watcher::{
 use super::flavours::{Access, Flavour};
 
 /// The checks, in matrix column order.
-pub const CHECKS: [&str; 8] = [
+pub const CHECKS: [&str; 9] = [
     "digest-oci",
     "digest-docker-v2",
     "digest-index",
@@ -31,6 +31,7 @@ pub const CHECKS: [&str; 8] = [
     "push-one-tick",
     "engine-payload",
     "engine-pull",
+    "signed",
 ];
 
 /// A check's verdict.
@@ -59,6 +60,7 @@ pub fn run(name: &str, ctx: &Ctx<'_>) -> Verdict {
         "push-one-tick" => push_one_tick(ctx),
         "engine-payload" => engine_payload(ctx),
         "engine-pull" => engine_pull(ctx),
+        "signed" => signed(ctx),
         other => Err(format!("unknown check {other}")),
     };
     match outcome {
@@ -281,6 +283,87 @@ fn push_one_tick(ctx: &Ctx<'_>) -> CheckResult {
     Ok(Some(format!(
         "seeded, pushed, 1 tick -> 1 refresh ({reads} manifest read(s) at the registry{exchanges} in that tick)"
     )))
+}
+
+/// The trust gate on this flavour: an unsigned move is held (`unverified`), the same digest
+/// signed (by `openssl`, in cosign's legacy layout, pushed by skopeo with the flavour's
+/// credentials) is refreshed to at the next tick, the signature requests riding the digest
+/// check's auth.
+fn signed(ctx: &Ctx<'_>) -> CheckResult {
+    use test_support::signing::{KeyAlgorithm, SignatureLayer, SigningKey, digest_tag, legacy_signature_layout};
+    let f = ctx.flavour;
+    let repository = format!("{}/signed", f.name);
+    let (reference, v1, _) = push(ctx, &repository, &format!("{} signed v1", f.name), Kind::Oci)?;
+    let image = parse(&reference)?;
+    let client = Arc::new(f.wired(ctx.rt, Access::Good)?.client);
+    let key = SigningKey::generate(ctx.wd, &format!("{}-cosign", f.name), KeyAlgorithm::EcdsaP256);
+    let public = trust::PublicKey::load(key.public_key_path()).map_err(|e| e.to_string())?;
+    let refresher = Arc::new(CountingRefresher::default());
+    let mut set = WatchSet::new();
+    set.add_image(image.clone()).map_err(|e| e.to_string())?;
+    let mut watcher = Watcher::new(
+        set,
+        Arc::new(RegistrySource::new(client.clone())),
+        refresher.clone(),
+        WatcherConfig::default(),
+    )
+    .map_err(|e| e.to_string())?
+    .with_gate(Arc::new(SignedBy(trust::Verifier::new(client.clone()), vec![public])));
+    ctx.rt.block_on(watcher.tick());
+    let (_, v2, _) = push(ctx, &repository, &format!("{} signed v2", f.name), Kind::Oci)?;
+    let held = ctx.rt.block_on(watcher.tick());
+    match held.status_of(&image) {
+        Some(ImageStatus::Unverified { new, .. }) if new.as_str() == v2 => {}
+        other => return Err(format!("unsigned {v2}: expected unverified, got {other:?}")),
+    }
+    let docker_reference = format!("{}/{repository}", f.host);
+    let layout = legacy_signature_layout(ctx.wd, &[SignatureLayer::new(&key, &docker_reference, &v2)]);
+    let creds = f.push_creds();
+    let signature_ref = f.image_ref(&repository, &format!("{}.sig", digest_tag(&v2)));
+    skopeo::push(
+        &layout,
+        &signature_ref,
+        ManifestFormat::Oci,
+        as_ref(&creds),
+        &f.skopeo_tls,
+    );
+    let before = client.stats().snapshot();
+    let moved = ctx.rt.block_on(watcher.tick());
+    let spent = client.stats().snapshot().since(&before);
+    match moved.status_of(&image) {
+        Some(ImageStatus::Refreshed { old, new, .. }) if old.as_str() == v1 && new.as_str() == v2 => {}
+        other => return Err(format!("signed {v2}: expected refreshed, got {other:?}")),
+    }
+    let verified = refresher
+        .events
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .first()
+        .and_then(|event| event.verification.clone());
+    if verified.is_none() {
+        return Err("the refresh event carries no verification".into());
+    }
+    Ok(Some(format!(
+        "unsigned held, signed refreshed ({} signature request(s), {} token exchange(s) in that tick)",
+        spent.artifact_gets, spent.token_requests
+    )))
+}
+
+/// The trust crate's verifier as a gate requiring one of its keys.
+#[derive(Debug)]
+struct SignedBy(trust::Verifier, Vec<trust::PublicKey>);
+
+#[async_trait]
+impl watcher::Gate for SignedBy {
+    async fn admit(&self, image: &ImageReference, digest: &registry_core::Digest) -> watcher::GateVerdict {
+        match self.0.verify(image, digest, &self.1).await {
+            Ok(verification) => watcher::GateVerdict::Admit(Some(watcher::Attestation {
+                key_fingerprint: verification.key_fingerprint,
+                found: verification.location.to_string(),
+            })),
+            Err(failure) => watcher::GateVerdict::Hold(failure.to_string()),
+        }
+    }
 }
 
 /// The Docker Engine `X-Registry-Auth` payload from the provider carries the flavour's host,

@@ -3,4 +3,5 @@
 pub mod auth_header;
 pub mod digest;
 pub mod registry;
+pub mod verify;
 pub mod watch;

@@ -22,6 +22,7 @@ use crate::settings::Settings;
 use crate::transport::TransportArgs;
 
 mod api;
+pub mod trust_gate;
 
 /// The platform's switch for refreshing containers; opt-in.
 pub const AUTO_REFRESH_ENV: &str = "IMAGE_AUTO_REFRESH";
@@ -148,7 +149,8 @@ pub struct Args {
     webhook_attempts: u32,
 
     /// The program to run (no shell); it gets IMAGEWATCH_IMAGE, IMAGEWATCH_RUNTIME,
-    /// IMAGEWATCH_HOST, IMAGEWATCH_OLD_DIGEST, IMAGEWATCH_NEW_DIGEST and IMAGEWATCH_TIME.
+    /// IMAGEWATCH_HOST, IMAGEWATCH_OLD_DIGEST, IMAGEWATCH_NEW_DIGEST, IMAGEWATCH_TIME, and with a
+    /// trust policy IMAGEWATCH_VERIFIED_KEY and IMAGEWATCH_VERIFIED_AT.
     #[arg(
         long,
         value_name = "PROGRAM",
@@ -173,6 +175,9 @@ pub struct Args {
 
     #[command(flatten)]
     api: api::ApiArgs,
+
+    #[command(flatten)]
+    trust: trust_gate::TrustArgs,
 }
 
 fn duration(value: &str) -> Result<Duration, String> {
@@ -233,6 +238,8 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         return Err(Failure::Config("--concurrency 0: expected at least 1".into()));
     }
     let transport = args.transport.transport()?;
+    let policy = args.trust.policy()?;
+    let cooldown = args.trust.cooldown();
 
     let hosts = set.hosts();
     let wired = registry_auth::wire(&settings.auth, transport, &hosts)
@@ -240,7 +247,8 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         .map_err(Failure::config)?;
     let engine_auth = wired.engine_auth();
     let stats = wired.client.stats().clone();
-    let source = RegistrySource::new(Arc::new(wired.client));
+    let client = Arc::new(wired.client);
+    let source = RegistrySource::new(client.clone());
     let refresher = refresher(&args, kind, engine_auth).await?;
     let config = WatcherConfig {
         interval: args.interval,
@@ -255,9 +263,16 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         refresh = refresher.name(),
         once = args.once,
         state = args.state.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        verified = !policy.is_empty(),
+        cooldown_secs = cooldown.as_secs(),
         "imagewatch watch"
     );
-    let mut watcher = Watcher::new(set, Arc::new(source), refresher, config).map_err(Failure::config)?;
+    let mut watcher = Watcher::new(set, Arc::new(source), refresher, config)
+        .map_err(Failure::config)?
+        .with_cooldown(cooldown);
+    if !policy.is_empty() {
+        watcher = watcher.with_gate(Arc::new(trust_gate::TrustGate::new(client, policy)));
+    }
 
     let server = args.api.start(&watcher, stats, args.once).await?;
     if args.once {

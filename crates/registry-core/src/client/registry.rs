@@ -34,7 +34,7 @@ pub const DEFAULT_SCOPE_BATCH: usize = 25;
 
 /// What a registry is known to want, learnt from the probe and from every 401 since.
 #[derive(Clone, Debug)]
-enum HostAuth {
+pub(super) enum HostAuth {
     Unknown,
     /// `/v2/` answered without a challenge.
     Anonymous,
@@ -42,7 +42,7 @@ enum HostAuth {
 }
 
 #[derive(Debug)]
-struct HostEntry {
+pub(super) struct HostEntry {
     /// Held while probing, so concurrent first checks share one probe.
     probe: tokio::sync::Mutex<()>,
     auth: Mutex<HostAuth>,
@@ -53,7 +53,7 @@ impl HostEntry {
         self.auth.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn set(&self, auth: HostAuth) {
+    pub(super) fn set(&self, auth: HostAuth) {
         *self.auth.lock().unwrap_or_else(PoisonError::into_inner) = auth;
     }
 }
@@ -217,7 +217,7 @@ impl RegistryClient {
         self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn entry(&self, host: &RegistryHost) -> Arc<HostEntry> {
+    pub(super) fn entry(&self, host: &RegistryHost) -> Arc<HostEntry> {
         let mut hosts = self.lock_hosts();
         if let Some(entry) = hosts.get(host) {
             return entry.clone();
@@ -239,7 +239,7 @@ impl RegistryClient {
         })
     }
 
-    fn hint(&self, host: &RegistryHost) -> String {
+    pub(super) fn hint(&self, host: &RegistryHost) -> String {
         self.providers
             .get(host)
             .map_or_else(|| default_hint(host), |entry| entry.hint.to_string())
@@ -247,7 +247,7 @@ impl RegistryClient {
 
     /// What `host` (whose cache entry is `entry`) wants, probing it (once, shared by
     /// concurrent callers) when unknown.
-    async fn host_auth(&self, host: &RegistryHost, entry: &HostEntry) -> Result<HostAuth, RegistryError> {
+    pub(super) async fn host_auth(&self, host: &RegistryHost, entry: &HostEntry) -> Result<HostAuth, RegistryError> {
         let known = entry.auth();
         if !matches!(known, HostAuth::Unknown) {
             return Ok(known);
@@ -284,7 +284,7 @@ impl RegistryClient {
         Ok(learnt)
     }
 
-    fn no_challenge_error(&self, host: &RegistryHost, response: &Response) -> RegistryError {
+    pub(super) fn no_challenge_error(&self, host: &RegistryHost, response: &Response) -> RegistryError {
         let headers = response.header_all("www-authenticate").join(" | ");
         RegistryError::Auth {
             host: host.clone(),
@@ -298,7 +298,7 @@ impl RegistryClient {
         }
     }
 
-    async fn authorize(
+    pub(super) async fn authorize(
         &self,
         host: &RegistryHost,
         challenge: &Challenge,
@@ -323,7 +323,7 @@ impl RegistryClient {
             .map_err(|error| RegistryError::from_auth(host, realm, &entry.hint, error))
     }
 
-    fn reject(&self, host: &RegistryHost, scopes: &[Scope]) {
+    pub(super) fn reject(&self, host: &RegistryHost, scopes: &[Scope]) {
         if let Some(entry) = self.provider(host) {
             entry.provider.reject(host, scopes);
         }
@@ -514,7 +514,7 @@ fn learnt_name(auth: &HostAuth) -> String {
 
 /// The challenge to answer from a 401: Bearer with a realm before Basic. Malformed headers are
 /// skipped when another one parses.
-fn preferred_challenge(response: &Response) -> Option<Challenge> {
+pub(super) fn preferred_challenge(response: &Response) -> Option<Challenge> {
     let (challenges, errors) = Challenge::parse_all(response.header_all("www-authenticate"));
     for error in &errors {
         tracing::debug!(error = %error, "unparsable WWW-Authenticate header");
@@ -522,7 +522,7 @@ fn preferred_challenge(response: &Response) -> Option<Challenge> {
     Challenge::preferred(&challenges).cloned()
 }
 
-fn rate_limited(host: &RegistryHost, response: &Response) -> RegistryError {
+pub(super) fn rate_limited(host: &RegistryHost, response: &Response) -> RegistryError {
     RegistryError::RateLimited {
         host: host.clone(),
         retry_after: response

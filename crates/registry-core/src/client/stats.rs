@@ -15,6 +15,8 @@ pub enum RequestKind {
     ManifestGet,
     /// A request to a token realm.
     Token,
+    /// A signature artifact: a `GET` of a signature manifest, a referrers index or a blob.
+    Artifact,
 }
 
 /// Atomic counters shared by the transport and the client. Cheap to read at any time.
@@ -24,6 +26,7 @@ pub struct ClientStats {
     manifest_heads: AtomicU64,
     manifest_gets: AtomicU64,
     token_requests: AtomicU64,
+    artifact_gets: AtomicU64,
     unauthorized: AtomicU64,
     redirects: AtomicU64,
     transport_errors: AtomicU64,
@@ -40,6 +43,8 @@ pub struct StatsSnapshot {
     pub manifest_gets: u64,
     /// Requests answered by token realms (token exchanges).
     pub token_requests: u64,
+    /// Signature artifact requests answered (manifests, referrers, blobs).
+    pub artifact_gets: u64,
     /// 401 answers from registries (probes included).
     pub unauthorized: u64,
     /// Redirects followed.
@@ -61,6 +66,7 @@ impl StatsSnapshot {
             manifest_heads: self.manifest_heads - earlier.manifest_heads,
             manifest_gets: self.manifest_gets - earlier.manifest_gets,
             token_requests: self.token_requests - earlier.token_requests,
+            artifact_gets: self.artifact_gets - earlier.artifact_gets,
             unauthorized: self.unauthorized - earlier.unauthorized,
             redirects: self.redirects - earlier.redirects,
             transport_errors: self.transport_errors - earlier.transport_errors,
@@ -75,6 +81,7 @@ impl ClientStats {
             RequestKind::ManifestHead => &self.manifest_heads,
             RequestKind::ManifestGet => &self.manifest_gets,
             RequestKind::Token => &self.token_requests,
+            RequestKind::Artifact => &self.artifact_gets,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if status == 401 && kind != RequestKind::Token {
@@ -96,6 +103,7 @@ impl ClientStats {
             manifest_heads: self.manifest_heads.load(Ordering::Relaxed),
             manifest_gets: self.manifest_gets.load(Ordering::Relaxed),
             token_requests: self.token_requests.load(Ordering::Relaxed),
+            artifact_gets: self.artifact_gets.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             redirects: self.redirects.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
