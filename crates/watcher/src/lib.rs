@@ -1,5 +1,5 @@
-//! The watcher: which images to watch ([`WatchSet`]), what was seen ([`StateFile`]), and when to
-//! refresh ([`Watcher`]). Digests come through the [`DigestSource`] seam and moves go out through
+//! The watcher: which images to watch ([`WatchSet`]), what was seen ([`StateFile`], or any
+//! [`StateStore`]), and when to refresh ([`Watcher`]). Digests come through the [`DigestSource`] seam and moves go out through
 //! the [`Refresher`] seam. What it knows is readable at any time from its [`StatusBoard`]; checks
 //! can be asked for now through its [`TriggerHandle`].
 //!
@@ -15,6 +15,7 @@ mod retry;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod store;
 pub mod trigger;
 pub mod watch_set;
 
@@ -27,5 +28,6 @@ pub use retry::MAX_RETRY_DELAY;
 pub use source::{CheckError, CheckErrorKind, DigestSource};
 pub use state::{LoadedState, STATE_VERSION, SetAside, StateError, StateFile};
 pub use status::{ErrorRecord, ImageState, RefreshRecord, StatusBoard, TickKind, WatcherMetrics};
+pub use store::{Leadership, StateStore, StoreError};
 pub use trigger::{FOLLOW_UP_DELAY, NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome};
 pub use watch_set::{DEFAULT_RUNTIMES, WatchSet, WatchSetError, WatchedImage, runtime_image};

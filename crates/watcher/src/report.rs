@@ -43,6 +43,13 @@ pub enum ImageStatus {
     BackedOff { remaining: Duration },
     /// Not checked or not refreshed because the watcher is stopping; retried at the next start.
     Interrupted,
+    /// The digest moved and another replica of a shared state store leads (`leader`, when
+    /// known): the move is recorded for it and not refreshed here.
+    StandingBy {
+        old: Digest,
+        new: Digest,
+        leader: Option<String>,
+    },
 }
 
 impl ImageStatus {
@@ -59,7 +66,7 @@ impl ImageStatus {
     }
 
     /// Every [`label`](ImageStatus::label), in [`index`](ImageStatus::index) order.
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "seeded",
         "unchanged",
         "refreshed",
@@ -68,6 +75,7 @@ impl ImageStatus {
         "check_failed",
         "backed_off",
         "interrupted",
+        "standing_by",
     ];
 
     /// The variant's position in [`LABELS`](ImageStatus::LABELS).
@@ -81,6 +89,7 @@ impl ImageStatus {
             ImageStatus::CheckFailed { .. } => 5,
             ImageStatus::BackedOff { .. } => 6,
             ImageStatus::Interrupted => 7,
+            ImageStatus::StandingBy { .. } => 8,
         }
     }
 
@@ -118,6 +127,13 @@ impl fmt::Display for ImageStatus {
                 write!(f, "skipped: registry backed off for {}s more", remaining.as_secs())
             }
             ImageStatus::Interrupted => f.write_str("interrupted by shutdown"),
+            ImageStatus::StandingBy { old, new, leader } => write!(
+                f,
+                "moved {} -> {}, left to the leading replica ({})",
+                old.short(),
+                new.short(),
+                leader.as_deref().unwrap_or("none yet")
+            ),
         }
     }
 }
@@ -141,6 +157,7 @@ pub struct TickCounts {
     pub check_failed: usize,
     pub backed_off: usize,
     pub interrupted: usize,
+    pub standing_by: usize,
 }
 
 /// Everything one tick did, in watch-set order.
@@ -178,6 +195,7 @@ impl TickReport {
                 ImageStatus::CheckFailed { .. } => &mut counts.check_failed,
                 ImageStatus::BackedOff { .. } => &mut counts.backed_off,
                 ImageStatus::Interrupted => &mut counts.interrupted,
+                ImageStatus::StandingBy { .. } => &mut counts.standing_by,
             };
             *slot += 1;
         }
