@@ -112,6 +112,34 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// This build speaks to PostgreSQL without TLS: the password may cross only a unix socket or
+/// loopback, unless the operator says `sslmode=disable` for a network they trust.
+fn plain_connection_refusal(config: &tokio_postgres::Config) -> Option<String> {
+    use tokio_postgres::config::{Host, SslMode};
+    if config.get_ssl_mode() == SslMode::Require {
+        return Some("sslmode=require, and this build speaks to PostgreSQL without TLS".into());
+    }
+    let remote = config.get_hosts().iter().find_map(|host| match host {
+        Host::Tcp(name) if !is_loopback(name) => Some(name.clone()),
+        _ => None,
+    });
+    match remote {
+        Some(name) if config.get_ssl_mode() != SslMode::Disable => Some(format!(
+            "{name} is not loopback and this build speaks to PostgreSQL without TLS; add `sslmode=disable` to accept a plain connection on a network you trust, or use a unix socket"
+        )),
+        _ => None,
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
@@ -162,11 +190,8 @@ impl PostgresStore {
             location: location.clone(),
             reason: e.to_string(),
         })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(PostgresError::Url {
-                location,
-                reason: "sslmode=require, and this build speaks to PostgreSQL without TLS".into(),
-            });
+        if let Some(reason) = plain_connection_refusal(&config) {
+            return Err(PostgresError::Url { location, reason });
         }
         let application: String = format!("{APPLICATION_PREFIX}{}", settings.replica)
             .chars()
@@ -560,6 +585,26 @@ mod tests {
         assert!(!shown.contains("s3cret"));
         let config = PostgresConfig::new(url, "r1");
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[rstest]
+    #[case::loopback("postgres://u:p@127.0.0.1:5432/db", None)]
+    #[case::localhost("postgres://u:p@localhost/db", None)]
+    #[case::socket("postgres://u:p@%2Frun%2Fpostgresql/db", None)]
+    #[case::remote_plain_by_choice("postgres://u:p@db.example/db?sslmode=disable", None)]
+    #[case::remote("postgres://u:p@db.example/db", Some("not loopback"))]
+    #[case::remote_prefer("postgres://u:p@10.0.0.5/db?sslmode=prefer", Some("not loopback"))]
+    #[case::require("postgres://u:p@127.0.0.1/db?sslmode=require", Some("sslmode=require"))]
+    fn a_password_crosses_a_network_in_clear_only_when_the_operator_says_so(
+        #[case] url: &str,
+        #[case] refusal: Option<&str>,
+    ) {
+        let config = tokio_postgres::Config::from_str(url).expect("parses");
+        let got = plain_connection_refusal(&config);
+        match refusal {
+            None => assert_eq!(got, None),
+            Some(expected) => assert!(got.as_deref().is_some_and(|r| r.contains(expected)), "{got:?}"),
+        }
     }
 
     #[rstest]
