@@ -231,6 +231,19 @@ impl Fixture {
             .collect()
     }
 
+    /// The running tasks once `count` of them run `image` (or after 20 s, whatever runs).
+    async fn running_on(&self, service: &str, image: &str, count: usize) -> Vec<Task> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let running = self.running(service).await;
+            let on_image = running.iter().filter(|t| image_of(t) == Some(image)).count();
+            if (on_image == count && running.len() == count) || Instant::now() > deadline {
+                return running;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     fn event(&self, old: &Digest, new: &Digest) -> RefreshEvent {
         RefreshEvent::new(self.image.clone(), None, old.clone(), new.clone(), SystemTime::now())
     }
@@ -372,7 +385,8 @@ async fn a_push_rolls_every_task_to_the_new_digest_one_at_a_time_and_a_broken_on
         !failures[0].task_errors.is_empty(),
         "the failed task's error is reported: {error}"
     );
-    let running = fx.running(&service).await;
+    // Swarm marks the rollback complete as it restarts the old tasks: give them a moment.
+    let running = fx.running_on(&service, &fx.pinned(&v2), 3).await;
     assert_eq!(running.len(), 3, "{:?}", states(&running));
     assert!(
         running.iter().all(|t| image_of(t) == Some(fx.pinned(&v2).as_str())),
