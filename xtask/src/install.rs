@@ -1,5 +1,5 @@
 //! Installs the real components tests run against, when missing: Debian's `docker-registry`,
-//! `skopeo`, `htpasswd`, busybox and nginx, and PyPI's `moto` server. Idempotent: a machine
+//! `skopeo`, `htpasswd`, busybox, nginx and postgresql, and PyPI's `moto` server. Idempotent: a machine
 //! that has them all is left alone, so a developer can run it every time.
 
 use std::process::Command;
@@ -14,6 +14,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("nginx", "nginx"),
     ("openssl", "openssl"),
+    // initdb, pg_ctl and postgres live in /usr/lib/postgresql/<version>/bin, off PATH.
+    ("pg_ctlcluster", "postgresql"),
 ];
 
 pub fn components() -> Result<(), String> {

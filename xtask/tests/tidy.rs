@@ -148,6 +148,7 @@ fn downstream_crates_depend_only_on_registry_core_and_the_watcher_seam() {
         ("refresh", &["registry-core", "watcher"]),
         ("http-api", &["registry-core", "watcher"]),
         ("trust", &["registry-core"]),
+        ("state-postgres", &["registry-core", "watcher"]),
         ("test-support", &[]),
     ];
     for krate in crates().iter().filter(|krate| krate.as_str() != "cli") {
@@ -384,5 +385,30 @@ fn no_import_circles_between_modules_of_a_crate() {
         circles.is_empty(),
         "modules that import each other:\n{}",
         circles.join("\n")
+    );
+}
+
+#[test]
+fn state_postgres_sends_only_constant_sql_with_parameters() {
+    const CALLS: &[&str] = &[".query(", ".query_one(", ".execute(", ".batch_execute(", ".prepare("];
+    let mut offenders = Vec::new();
+    for file in rust_files(&root().join("crates/state-postgres/src")) {
+        let code = shipped_code(&file);
+        for call in CALLS {
+            for (at, _) in code.match_indices(call) {
+                let argument = code[at + call.len()..].trim_start();
+                // The one wrapper every query goes through takes `sql: &'static str`.
+                let wrapper = argument.starts_with("sql,") && code.contains("sql: &'static str");
+                if !argument.starts_with('"') && !wrapper {
+                    let line = code[..at].lines().count();
+                    offenders.push(format!("{}:{line}: {call} without a string literal", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "SQL must be a constant with $n parameters:\n{}",
+        offenders.join("\n")
     );
 }

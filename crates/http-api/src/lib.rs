@@ -125,6 +125,7 @@ pub struct Api {
     triggers: TriggerHandle,
     status: StatusBoard,
     registry: Option<Arc<ClientStats>>,
+    leadership: Option<tokio::sync::watch::Receiver<watcher::Leadership>>,
 }
 
 impl Api {
@@ -134,12 +135,19 @@ impl Api {
             triggers,
             status,
             registry: None,
+            leadership: None,
         }
     }
 
     /// Shows these request counters in `/metrics`.
     pub fn with_registry_stats(mut self, stats: Arc<ClientStats>) -> Api {
         self.registry = Some(stats);
+        self
+    }
+
+    /// Shows which replica leads (and this one's role) in `/status` and `/metrics`.
+    pub fn with_leadership(mut self, leadership: tokio::sync::watch::Receiver<watcher::Leadership>) -> Api {
+        self.leadership = Some(leadership);
         self
     }
 
@@ -150,6 +158,7 @@ impl Api {
             triggers: self.triggers,
             status: self.status,
             registry: self.registry,
+            leadership: self.leadership,
             hooks: counters::HookCounters::default(),
         }))
     }

@@ -77,6 +77,22 @@ impl Exposition {
     }
 }
 
+/// Which replica leads: `imagewatch_leader` is 1 on the leader and 0 on a standby, labelled
+/// with this replica's name; `imagewatch_leader_info` names the leader as this replica sees it.
+pub fn render_leadership(leadership: &watcher::Leadership) -> String {
+    let replica = escape_label(leadership.replica().unwrap_or(""));
+    let leader = escape_label(leadership.leader().unwrap_or(""));
+    format!(
+        "# HELP imagewatch_leader Whether this replica holds the leader lock and refreshes (1) or stands by (0).\n\
+         # TYPE imagewatch_leader gauge\n\
+         imagewatch_leader{{replica=\"{replica}\"}} {}\n\
+         # HELP imagewatch_leader_info The replica that leads, as this one sees it (empty: none yet).\n\
+         # TYPE imagewatch_leader_info gauge\n\
+         imagewatch_leader_info{{leader=\"{leader}\"}} 1\n",
+        u8::from(leadership.may_refresh())
+    )
+}
+
 fn escape_label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -33,6 +33,7 @@ pub(crate) struct Shared {
     pub(crate) triggers: TriggerHandle,
     pub(crate) status: StatusBoard,
     pub(crate) registry: Option<Arc<ClientStats>>,
+    pub(crate) leadership: Option<tokio::sync::watch::Receiver<watcher::Leadership>>,
     pub(crate) hooks: HookCounters,
 }
 
@@ -357,12 +358,20 @@ fn image_json(state: &ImageState) -> Value {
 async fn status(State(api): Api) -> Response {
     let images: Vec<Value> = api.status.images().iter().map(image_json).collect();
     let metrics = api.status.metrics();
-    axum::Json(json!({
+    let mut body = json!({
         "watching": !api.triggers.is_stopped(),
         "last_tick": metrics.last_tick.map(time),
         "images": images,
-    }))
-    .into_response()
+    });
+    if let Some(leadership) = &api.leadership {
+        let leadership = leadership.borrow().clone();
+        body["replica"] = json!({
+            "name": leadership.replica(),
+            "role": leadership.role(),
+            "leader": leadership.leader(),
+        });
+    }
+    axum::Json(body).into_response()
 }
 
 /// `GET /healthz`: 200 while the watch loop runs (or has not started yet), 503 once stopped.
@@ -387,5 +396,9 @@ async fn metrics_text(State(api): Api) -> Response {
         registry: api.registry.as_ref().map(|stats| stats.snapshot()),
         running: !api.triggers.is_stopped(),
     };
-    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&readings)).into_response()
+    let mut text = metrics::render(&readings);
+    if let Some(leadership) = &api.leadership {
+        text.push_str(&metrics::render_leadership(&leadership.borrow()));
+    }
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -3,7 +3,9 @@
 //! - [`docker`]: pull through the Docker Engine with the host's credentials, then recreate (or
 //!   remove) the containers configured with the image, never leaving a service down;
 //! - [`webhook`]: POST the event as JSON, optionally HMAC-signed, with bounded retries;
-//! - [`exec`]: run a command with the event in environment variables.
+//! - [`exec`]: run a command with the event in environment variables;
+//! - [`swarm`]: tell each Swarm service of the tag its new digest and report how Swarm's rolling
+//!   update (or its rollback) ended.
 //!
 //! Architecture invariant: no auth crate here. Pull credentials come through registry-core's
 //! `EngineAuthSource` as a ready `X-Registry-Auth` value, which the wiring (registry-auth)
@@ -11,6 +13,7 @@
 
 pub mod docker;
 pub mod exec;
+pub mod swarm;
 pub mod webhook;
 
 pub use docker::{
@@ -18,4 +21,5 @@ pub use docker::{
     DockerRefresher,
 };
 pub use exec::{ExecConfig, ExecError, ExecRefresher};
+pub use swarm::{ServiceFailure, ServiceFilter, SwarmConfig, SwarmError, SwarmOutcome, SwarmRefresher};
 pub use webhook::{WebhookConfig, WebhookError, WebhookRefresher};

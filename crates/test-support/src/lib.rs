@@ -1,8 +1,9 @@
 //! Starts the REAL components imagewatch's integration tests and `cargo xtask test-matrix`
 //! run against: Debian's `docker-registry` (CNCF distribution 2.8) in anonymous, htpasswd and
 //! token modes, an in-process token server minting JWTs that registry accepts, deterministic
-//! OCI images pushed with skopeo, moto for ECR, a scriptable fault server, and an nginx TLS
-//! front.
+//! OCI images pushed with skopeo, moto for ECR, a scriptable fault server, an nginx TLS
+//! front, swarm mode on the local Docker daemon (left as found), and a private PostgreSQL
+//! cluster.
 //!
 //! Architecture invariants:
 //! - Everything binds 127.0.0.1 on ports the OS picks; nothing reaches the network.
@@ -35,10 +36,12 @@ mod http;
 mod image;
 mod moto;
 mod nginx;
+mod postgres;
 mod process;
 mod registry;
 pub mod signing;
 pub mod skopeo;
+mod swarm;
 mod token;
 mod workdir;
 
@@ -51,9 +54,11 @@ pub use image::{
 };
 pub use moto::{AwsCall, GET_AUTHORIZATION_TOKEN_TARGET, Moto};
 pub use nginx::NginxFront;
+pub use postgres::{PG_USER, Postgres};
 pub use process::{READY_TIMEOUT, free_port, log_tail};
 pub use registry::{LogMark, Registry, RegistryAuth, RegistryConfig, RequestLog, RequestRecord, TokenAuth, parse_log};
 pub use skopeo::{ManifestFormat, RegistryTls};
+pub use swarm::Swarm;
 pub use token::{
     Access, SeenAuth, TokenFault, TokenField, TokenRequest, TokenServer, TokenServerConfig, TokenUser,
     decode_jwt_claims,

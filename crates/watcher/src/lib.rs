@@ -1,6 +1,7 @@
-//! The watcher: which images to watch ([`WatchSet`]), what was seen ([`StateFile`]), and when to
-//! refresh ([`Watcher`]). Digests come through the [`DigestSource`] seam and moves go out through
-//! the [`Refresher`] seam, after the trust [`Gate`] and the cooldown admit them. What it knows is readable at any time from its [`StatusBoard`]; checks
+//! The watcher: which images to watch ([`WatchSet`]), what was seen ([`StateFile`], or any
+//! [`StateStore`]), and when to refresh ([`Watcher`]). Digests come through the [`DigestSource`]
+//! seam and moves go out through the [`Refresher`] seam, after the trust [`Gate`] and the
+//! cooldown admit them. What it knows is readable at any time from its [`StatusBoard`]; checks
 //! can be asked for now through its [`TriggerHandle`].
 //!
 //! Architecture invariant: this crate holds no auth code and no HTTP; it depends only on
@@ -16,6 +17,7 @@ mod retry;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod store;
 pub mod trigger;
 pub mod watch_set;
 
@@ -27,7 +29,8 @@ pub use registry_source::RegistrySource;
 pub use report::{ImageReport, ImageStatus, TickCounts, TickReport};
 pub use retry::MAX_RETRY_DELAY;
 pub use source::{CheckError, CheckErrorKind, DigestSource};
-pub use state::{LoadedState, STATE_VERSION, SetAside, StateError, StateFile};
+pub use state::{FirstSeen, LoadedState, STATE_VERSION, SetAside, StateError, StateFile};
 pub use status::{ErrorRecord, ImageState, PendingRecord, RefreshRecord, StatusBoard, TickKind, WatcherMetrics};
+pub use store::{Leadership, StateStore, StoreError};
 pub use trigger::{FOLLOW_UP_DELAY, NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome};
 pub use watch_set::{DEFAULT_RUNTIMES, WatchSet, WatchSetError, WatchedImage, runtime_image};

@@ -11,6 +11,10 @@
 //! the trust [`Gate`] (a signature over the exact digest). A digest held by either is not
 //! refreshed to and not recorded as applied; it is checked again, sooner than the interval:
 //! when its cooldown ends, and 5 s, 10 s, 20 s ... (up to the interval) after the gate held it.
+//!
+//! With a [`StateStore`] shared by replicas, the seen digests are read again before each pass
+//! and only the replica the store names leader refreshes; the others record the moves they see
+//! and stand by. A replica that becomes leader checks every image at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,8 +32,9 @@ use crate::refresher::{RefreshEvent, Refresher};
 use crate::report::{ImageReport, ImageStatus, TickReport};
 use crate::retry::RefreshRetries;
 use crate::source::{CheckError, CheckErrorKind, DigestSource};
-use crate::state::{FirstSeen, SetAside, StateError, StateFile};
+use crate::state::{FirstSeen, SetAside, StateFile};
 use crate::status::{StatusBoard, TickKind};
+use crate::store::{Leadership, StateStore, StoreError};
 use crate::trigger::{Batch, TriggerHandle};
 use crate::watch_set::{WatchSet, WatchedImage};
 
@@ -86,7 +91,9 @@ pub struct Watcher {
     source: Arc<dyn DigestSource>,
     refresher: Arc<dyn Refresher>,
     config: WatcherConfig,
-    state: Option<StateFile>,
+    state: Option<Arc<dyn StateStore>>,
+    /// Refreshes done whose record in a shared store failed: written before the next pass.
+    unrecorded: HashMap<ImageReference, Digest>,
     state_set_aside: Option<SetAside>,
     seen: HashMap<ImageReference, Digest>,
     dirty: bool,
@@ -124,29 +131,63 @@ impl Watcher {
         source: Arc<dyn DigestSource>,
         refresher: Arc<dyn Refresher>,
         config: WatcherConfig,
-    ) -> Result<Watcher, StateError> {
+    ) -> Result<Watcher, StoreError> {
         let state = config.state_file.clone().map(StateFile::new);
+        let loaded = match &state {
+            Some(file) => Some(file.load()?),
+            None => None,
+        };
+        let state = state.map(|file| Arc::new(file) as Arc<dyn StateStore>);
+        Ok(Watcher::build(set, source, refresher, config, state, loaded))
+    }
+
+    /// Like [`Watcher::new`], with seen digests in `store` (`config.state_file` is ignored).
+    pub async fn with_store(
+        set: WatchSet,
+        source: Arc<dyn DigestSource>,
+        refresher: Arc<dyn Refresher>,
+        config: WatcherConfig,
+        store: Arc<dyn StateStore>,
+    ) -> Result<Watcher, StoreError> {
+        let loaded = store.load().await?;
+        Ok(Watcher::build(
+            set,
+            source,
+            refresher,
+            config,
+            Some(store),
+            Some(loaded),
+        ))
+    }
+
+    fn build(
+        set: WatchSet,
+        source: Arc<dyn DigestSource>,
+        refresher: Arc<dyn Refresher>,
+        config: WatcherConfig,
+        state: Option<Arc<dyn StateStore>>,
+        loaded: Option<crate::state::LoadedState>,
+    ) -> Watcher {
         let mut seen = HashMap::new();
         let mut first_seen = HashMap::new();
         let mut state_set_aside = None;
-        if let Some(file) = &state {
-            let loaded = file.load()?;
+        if let (Some(store), Some(loaded)) = (&state, loaded) {
             if let Some(aside) = &loaded.set_aside {
                 error!(
-                    path = %file.path().display(),
+                    path = %store.location(),
                     moved_to = %aside.moved_to.display(),
                     reason = %aside.reason,
                     "state file unusable; renamed aside, starting from an empty state"
                 );
             } else {
-                info!(path = %file.path().display(), images = loaded.digests.len(), "state loaded");
+                info!(path = %store.location(), images = loaded.digests.len(), "state loaded");
             }
             seen = loaded.digests;
             first_seen = loaded.first_seen;
             state_set_aside = loaded.set_aside;
         }
         let status = StatusBoard::new(&set, |image| seen.get(image).cloned());
-        Ok(Watcher {
+        Watcher {
             backoffs: Mutex::new(Backoffs::new(config.backoff.clone())),
             retries: RefreshRetries::default(),
             status,
@@ -156,6 +197,7 @@ impl Watcher {
             refresher,
             config,
             state,
+            unrecorded: HashMap::new(),
             state_set_aside,
             seen,
             dirty: false,
@@ -163,7 +205,7 @@ impl Watcher {
             cooldown: Duration::ZERO,
             first_seen,
             holds: HashMap::new(),
-        })
+        }
     }
 
     /// Every moved digest must pass `gate` before it is refreshed to.
@@ -241,7 +283,7 @@ impl Watcher {
     /// poll schedule alone; a triggered check of all images counts as the tick. A shutdown
     /// during a pass abandons checks still in flight, lets a refresh in flight finish and
     /// starts no other; the state is saved before returning.
-    pub async fn run<F: Future<Output = ()>>(&mut self, shutdown: F) -> Result<(), StateError> {
+    pub async fn run<F: Future<Output = ()>>(&mut self, shutdown: F) -> Result<(), StoreError> {
         let (stop, stopped) = watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         let triggers = self.triggers.clone();
@@ -252,6 +294,7 @@ impl Watcher {
             refresher = self.refresher.name(),
             "watching"
         );
+        let mut leadership = self.state.as_ref().and_then(|store| store.leadership_changes());
         let mut next_poll = tokio::time::Instant::now();
         // When requests held back by the trigger spacing become due.
         let mut next_due: Option<tokio::time::Instant> = None;
@@ -261,6 +304,10 @@ impl Watcher {
                 () = tokio::time::sleep_until(next_poll) => false,
                 () = triggers.wait_for_work() => true,
                 () = tokio::time::sleep_until(due.unwrap_or(next_poll)), if due.is_some() => true,
+                () = became_leader(&mut leadership) => {
+                    info!("this replica leads now; checking every image");
+                    false
+                }
                 () = &mut shutdown => {
                     info!("shutdown requested");
                     break;
@@ -312,21 +359,49 @@ impl Watcher {
             }
         }
         triggers.set_running(false);
-        self.save_state()?;
+        self.save_state().await?;
         info!("stopped");
         Ok(())
     }
 
     /// Writes the state file now if anything changed since the last write.
-    pub fn save_state(&mut self) -> Result<(), StateError> {
-        if let Some(file) = &self.state
+    pub async fn save_state(&mut self) -> Result<(), StoreError> {
+        if let Some(store) = &self.state
             && self.dirty
         {
-            file.save_with(&self.seen, &self.first_seen)?;
+            for (image, digest) in std::mem::take(&mut self.unrecorded) {
+                if let Err(error) = store.record_refreshed(&image, &digest).await {
+                    self.unrecorded.insert(image, digest);
+                    return Err(error);
+                }
+            }
+            store.save(&self.seen, &self.first_seen).await?;
             self.dirty = false;
-            debug!(path = %file.path().display(), images = self.seen.len(), "state saved");
+            debug!(path = %store.location(), images = self.seen.len(), "state saved");
         }
         Ok(())
+    }
+
+    /// A shared store's seen digests replace ours (a standby learns what the leader refreshed);
+    /// first sights not saved yet are kept. Unreadable: ours stand, and a refresh waits for the
+    /// store to answer who leads.
+    async fn reload_shared(&mut self) {
+        let Some(store) = self.state.clone().filter(|store| store.shared()) else {
+            return;
+        };
+        if !self.unrecorded.is_empty() && self.save_state().await.is_err() {
+            return;
+        }
+        match store.load().await {
+            Ok(loaded) => {
+                for (image, digest) in loaded.digests {
+                    self.seen.insert(image, digest);
+                }
+            }
+            Err(error) => {
+                warn!(store = %store.location(), error = %error, "state store unreadable; using the digests seen here")
+            }
+        }
     }
 
     fn backoffs(&self) -> MutexGuard<'_, Backoffs> {
@@ -343,6 +418,7 @@ impl Watcher {
     ) -> TickReport {
         let started_at = SystemTime::now();
         let started = tokio::time::Instant::now();
+        self.reload_shared().await;
 
         let checks = self.check_all(&images);
         let checked = tokio::select! {
@@ -351,7 +427,7 @@ impl Watcher {
         };
         let Some(checked) = checked else {
             warn!("shutdown during checks; this tick's results are dropped");
-            return self.finish(kind, started_at, started, interrupted(&images));
+            return self.finish(kind, started_at, started, interrupted(&images)).await;
         };
 
         let mut reports = Vec::with_capacity(images.len());
@@ -382,7 +458,7 @@ impl Watcher {
                 status,
             });
         }
-        self.finish(kind, started_at, started, reports)
+        self.finish(kind, started_at, started, reports).await
     }
 
     /// Fetches every digest in one batch (at most `concurrency` at once), skipping hosts that
@@ -541,6 +617,29 @@ impl Watcher {
                 retry_in,
             };
         }
+        let leadership = match &self.state {
+            Some(store) => store.leadership().await,
+            None => Leadership::Sole,
+        };
+        if !leadership.may_refresh() {
+            if let Some(store) = &self.state
+                && let Err(error) = store.record_move(reference, &old, &digest).await
+            {
+                warn!(image = %reference, error = %error, "move not recorded in the state store");
+            }
+            info!(
+                image = %reference,
+                old = %old.short(),
+                new = %digest.short(),
+                leader = leadership.leader().unwrap_or("none yet"),
+                "moved; another replica leads and refreshes it"
+            );
+            return ImageStatus::StandingBy {
+                old,
+                new: digest,
+                leader: leadership.leader().map(str::to_owned),
+            };
+        }
         let verification = match self.admit(reference, &digest, kind).await {
             Ok(verification) => verification,
             Err((reason, retry_in)) => {
@@ -577,6 +676,12 @@ impl Watcher {
                 self.first_seen.remove(reference);
                 self.seen.insert(reference.clone(), digest.clone());
                 self.dirty = true;
+                if let Some(store) = self.state.as_ref().filter(|store| store.shared())
+                    && let Err(error) = store.record_refreshed(reference, &digest).await
+                {
+                    error!(image = %reference, error = %error, "refresh not recorded in the state store yet; retried before the next pass");
+                    self.unrecorded.insert(reference.clone(), digest.clone());
+                }
                 ImageStatus::Refreshed {
                     old,
                     new: digest,
@@ -689,14 +794,14 @@ impl Watcher {
         }
     }
 
-    fn finish(
+    async fn finish(
         &mut self,
         kind: TickKind,
         started_at: SystemTime,
         started: tokio::time::Instant,
         images: Vec<ImageReport>,
     ) -> TickReport {
-        let state_error = match self.save_state() {
+        let state_error = match self.save_state().await {
             Ok(()) => None,
             Err(error) => {
                 error!(error = %error, "state not saved");
@@ -724,11 +829,28 @@ impl Watcher {
             interrupted = counts.interrupted,
             unverified = counts.unverified,
             cooling_down = counts.cooling_down,
+            standing_by = counts.standing_by,
             duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
             failed,
             "tick done"
         );
         report
+    }
+}
+
+/// Resolves when the store's leadership turns to this replica; never without a store that changes.
+async fn became_leader(changes: &mut Option<watch::Receiver<Leadership>>) {
+    let Some(receiver) = changes else {
+        return std::future::pending().await;
+    };
+    loop {
+        if receiver.changed().await.is_err() {
+            *changes = None;
+            return std::future::pending().await;
+        }
+        if receiver.borrow_and_update().may_refresh() {
+            return;
+        }
     }
 }
 

@@ -58,6 +58,13 @@ pub enum ImageStatus {
     BackedOff { remaining: Duration },
     /// Not checked or not refreshed because the watcher is stopping; retried at the next start.
     Interrupted,
+    /// The digest moved and another replica of a shared state store leads (`leader`, when
+    /// known): the move is recorded for it and not refreshed here.
+    StandingBy {
+        old: Digest,
+        new: Digest,
+        leader: Option<String>,
+    },
 }
 
 impl ImageStatus {
@@ -75,7 +82,7 @@ impl ImageStatus {
     }
 
     /// Every [`label`](ImageStatus::label), in [`index`](ImageStatus::index) order.
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 11] = [
         "seeded",
         "unchanged",
         "refreshed",
@@ -86,6 +93,7 @@ impl ImageStatus {
         "interrupted",
         "unverified",
         "cooling_down",
+        "standing_by",
     ];
 
     /// The variant's position in [`LABELS`](ImageStatus::LABELS).
@@ -101,6 +109,7 @@ impl ImageStatus {
             ImageStatus::Interrupted => 7,
             ImageStatus::Unverified { .. } => 8,
             ImageStatus::CoolingDown { .. } => 9,
+            ImageStatus::StandingBy { .. } => 10,
         }
     }
 
@@ -157,6 +166,13 @@ impl fmt::Display for ImageStatus {
                 write!(f, "skipped: registry backed off for {}s more", remaining.as_secs())
             }
             ImageStatus::Interrupted => f.write_str("interrupted by shutdown"),
+            ImageStatus::StandingBy { old, new, leader } => write!(
+                f,
+                "moved {} -> {}, left to the leading replica ({})",
+                old.short(),
+                new.short(),
+                leader.as_deref().unwrap_or("none yet")
+            ),
         }
     }
 }
@@ -182,6 +198,7 @@ pub struct TickCounts {
     pub interrupted: usize,
     pub unverified: usize,
     pub cooling_down: usize,
+    pub standing_by: usize,
 }
 
 /// Everything one tick did, in watch-set order.
@@ -221,6 +238,7 @@ impl TickReport {
                 ImageStatus::Interrupted => &mut counts.interrupted,
                 ImageStatus::Unverified { .. } => &mut counts.unverified,
                 ImageStatus::CoolingDown { .. } => &mut counts.cooling_down,
+                ImageStatus::StandingBy { .. } => &mut counts.standing_by,
             };
             *slot += 1;
         }

@@ -18,7 +18,7 @@ use crate::source::CheckErrorKind;
 use crate::watch_set::WatchSet;
 
 /// Every [`ImageStatus`] label, in a fixed order (the `result` label of check counters).
-pub const CHECK_RESULTS: [&str; 10] = ImageStatus::LABELS;
+pub const CHECK_RESULTS: [&str; 11] = ImageStatus::LABELS;
 
 /// Upper bounds (seconds) of the tick-duration histogram's buckets; `+Inf` is implied.
 pub const TICK_BUCKETS: [f64; 14] = [
@@ -330,7 +330,9 @@ impl StatusBoard {
                     message: error.message().to_owned(),
                 });
             }
-            ImageStatus::RefreshDeferred { new, .. } => state.last_digest = Some(new.clone()),
+            ImageStatus::RefreshDeferred { new, .. } | ImageStatus::StandingBy { new, .. } => {
+                state.last_digest = Some(new.clone());
+            }
             ImageStatus::CheckFailed { error } => {
                 state.last_error = Some(ErrorRecord {
                     at,

@@ -22,6 +22,7 @@ use crate::settings::Settings;
 use crate::transport::TransportArgs;
 
 mod api;
+mod fleet;
 pub mod trust_gate;
 
 /// The platform's switch for refreshing containers; opt-in.
@@ -37,6 +38,8 @@ pub enum RefreshKind {
     Webhook,
     /// Run a command with the event in environment variables.
     Exec,
+    /// Move the tag's Swarm services to the new digest; Swarm rolls them (or back).
+    Swarm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -68,9 +71,10 @@ pub struct Args {
     /// Watch any image reference (repeatable).
     #[arg(long = "image", value_name = "REF", env = "IMAGEWATCH_IMAGES", value_delimiter = ',')]
     images: Vec<String>,
-    /// Where seen digests persist across restarts (JSON, written atomically).
-    #[arg(long, value_name = "PATH", env = "IMAGEWATCH_STATE")]
-    state: Option<PathBuf>,
+    /// Where seen digests persist across restarts: a JSON file (written atomically), or
+    /// `postgres://user:password@host:port/db` shared by replicas, one of which refreshes.
+    #[arg(long, value_name = "PATH|URL", env = "IMAGEWATCH_STATE", hide_env_values = true, value_parser = fleet::state)]
+    state: Option<fleet::StateArg>,
     /// What to do when a digest moves. Default: `docker` if IMAGE_AUTO_REFRESH=true, else `none`.
     #[arg(long, value_enum, env = "IMAGEWATCH_REFRESH")]
     refresh: Option<RefreshKind>,
@@ -178,6 +182,9 @@ pub struct Args {
 
     #[command(flatten)]
     trust: trust_gate::TrustArgs,
+
+    #[command(flatten)]
+    fleet: fleet::FleetArgs,
 }
 
 fn duration(value: &str) -> Result<Duration, String> {
@@ -254,7 +261,10 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         interval: args.interval,
         jitter: args.jitter,
         concurrency: args.concurrency,
-        state_file: args.state.clone(),
+        state_file: match &args.state {
+            Some(fleet::StateArg::File(path)) => Some(path.clone()),
+            _ => None,
+        },
         ..WatcherConfig::default()
     };
     info!(
@@ -262,19 +272,31 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         hosts = hosts.len(),
         refresh = refresher.name(),
         once = args.once,
-        state = args.state.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        state = args.state.as_ref().map(ToString::to_string).unwrap_or_default(),
         verified = !policy.is_empty(),
         cooldown_secs = cooldown.as_secs(),
         "imagewatch watch"
     );
-    let mut watcher = Watcher::new(set, Arc::new(source), refresher, config)
-        .map_err(Failure::config)?
-        .with_cooldown(cooldown);
+    let (watcher, leadership) = match &args.state {
+        Some(fleet::StateArg::Postgres(url)) => {
+            let store: Arc<dyn watcher::StateStore> = Arc::new(args.fleet.postgres(url).await?);
+            let leadership = store.leadership_changes();
+            let watcher = Watcher::with_store(set, Arc::new(source), refresher, config, store)
+                .await
+                .map_err(Failure::config)?;
+            (watcher, leadership)
+        }
+        _ => (
+            Watcher::new(set, Arc::new(source), refresher, config).map_err(Failure::config)?,
+            None,
+        ),
+    };
+    let mut watcher = watcher.with_cooldown(cooldown);
     if !policy.is_empty() {
         watcher = watcher.with_gate(Arc::new(trust_gate::TrustGate::new(client, policy)));
     }
 
-    let server = args.api.start(&watcher, stats, args.once).await?;
+    let server = args.api.start(&watcher, stats, leadership, args.once).await?;
     if args.once {
         let report = watcher.tick().await;
         print!("{report}");
@@ -342,6 +364,10 @@ async fn refresher(args: &Args, kind: RefreshKind, engine_auth: EngineAuths) -> 
             config.timeout = args.exec_timeout;
             Arc::new(ExecRefresher::new(config))
         }
+        RefreshKind::Swarm => {
+            let endpoint = args.docker_host.clone().filter(|h| !h.trim().is_empty());
+            Arc::new(args.fleet.swarm(endpoint, engine_auth).await?)
+        }
     })
 }
 
@@ -385,6 +411,7 @@ mod tests {
             "hook-s3cret",
             "github-s3cret",
             "gitea-s3cret",
+            "pg-s3cret",
         ];
         let command = Command::try_parse_from([
             "watch",
@@ -398,6 +425,8 @@ mod tests {
             secrets[3],
             "--gitea-secret",
             secrets[4],
+            "--state",
+            "postgres://imagewatch:pg-s3cret@127.0.0.1:5432/watch",
         ])
         .expect("valid arguments");
         let printed = format!("{command:?}");

@@ -709,7 +709,7 @@ impl Refresher for DockerRefresher {
 
 /// A client for one request that carries `header` as its `X-Registry-Auth`, byte for byte: the
 /// payload the wiring built (and `imagewatch auth-header` prints), not a re-encoding of it.
-fn with_registry_auth(docker: &Docker, header: Secret) -> Docker {
+pub(crate) fn with_registry_auth(docker: &Docker, header: Secret) -> Docker {
     docker.clone().with_request_modifier(move |mut request| {
         if let Ok(value) = header.expose().parse() {
             request.headers_mut().insert("X-Registry-Auth", value);

@@ -51,6 +51,7 @@ impl ApiArgs {
         &self,
         watcher: &Watcher,
         stats: Arc<ClientStats>,
+        leadership: Option<tokio::sync::watch::Receiver<watcher::Leadership>>,
         once: bool,
     ) -> Result<Option<Server>, Failure> {
         let Some(listen) = self.listen else {
@@ -68,7 +69,10 @@ impl ApiArgs {
         config
             .check_exposure(&listen)
             .map_err(|e| Failure::Config(format!("{e} (--api-token or IMAGEWATCH_API_TOKEN)")))?;
-        let api = Api::new(config, watcher.trigger(), watcher.status()).with_registry_stats(stats);
+        let mut api = Api::new(config, watcher.trigger(), watcher.status()).with_registry_stats(stats);
+        if let Some(leadership) = leadership {
+            api = api.with_leadership(leadership);
+        }
         let server = Server::bind(listen, api).await.map_err(Failure::config)?;
         Ok(Some(server))
     }
