@@ -176,12 +176,16 @@ mod tests {
         "registry.example.com/workspace-template-crewai:latest"
     )]
     #[case("molecule-ai", "hermes", "docker.io/molecule-ai/workspace-template-hermes:latest")]
+    #[case::bare_docker_hub("docker.io", "langgraph", "docker.io/library/workspace-template-langgraph:latest")]
+    #[case::bare_index_alias("index.docker.io", "hermes", "docker.io/library/workspace-template-hermes:latest")]
     #[case("[::1]:5000/x", "autogen", "[::1]:5000/x/workspace-template-autogen:latest")]
     fn runtime_image_hangs_off_the_prefix(#[case] prefix: &str, #[case] runtime: &str, #[case] expected: &str) {
         let prefix: RegistryPrefix = prefix.parse().expect("valid");
         let image = runtime_image(&prefix, runtime).expect("valid runtime");
         assert_eq!(image.to_string(), expected);
         assert_eq!(image.host(), prefix.host());
+        // The state file and hooks compare re-parsed references: it must be the same one.
+        assert_eq!(image.to_string().parse::<ImageReference>().expect("valid"), image);
     }
 
     #[test]
