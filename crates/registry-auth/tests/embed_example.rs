@@ -46,7 +46,6 @@ async fn the_example_checks_and_refreshes_through_the_wiring() {
 
     let error = embed::start(&prefix, "demo", |_| None)
         .await
-        .err()
-        .expect("no credentials");
+        .expect_err("no credentials");
     assert!(error.to_string().contains("IMAGEWATCH_REGISTRY_USER"), "{error}");
 }
