@@ -6,6 +6,8 @@
 //! - `test-matrix`: the conformance suite against every registry flavour (GHCR, Gitea, Docker
 //!   Hub, ECR, Basic, anonymous), started locally.
 //! - `bench`: the watcher over 1,000 repositories of a token-auth registry, against skopeo.
+//! - `soak`: the HTTP API under slow unauthenticated bodies and idle sockets, on loopback,
+//!   bounded in count and time (not part of CI).
 //! - `demo`: the main job on a fresh machine: a registry, a push, the watcher sees it and moves a
 //!   container to the new image (runs a command instead when no Docker Engine answers).
 
@@ -17,6 +19,7 @@ mod interrupt;
 mod matrix;
 mod narrate;
 mod run;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -42,6 +45,8 @@ enum Command {
     /// The bench's watcher process (started by `bench`).
     #[command(hide = true)]
     BenchWatcher(bench::ChildArgs),
+    /// Flood the HTTP API on loopback (slow bodies, idle sockets) and check its bounds.
+    Soak(soak::Args),
     /// Show the main job: a local registry, a push, `imagewatch watch` moves a container to it.
     Demo,
 }
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::BenchWatcher(args) => bench::child(&args),
         Command::Demo => demo::run(),
+        Command::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -353,7 +353,8 @@ impl BearerTokenProvider {
                     realm: realm.to_owned(),
                     status: response.status,
                     hint: match credentials {
-                        Some(credentials) => format!("{credentials} for {host} were refused"),
+                        // The kind only: this text reaches `/status`, which must not name the user.
+                        Some(credentials) => format!("the configured {} for {host} were refused", credentials.kind()),
                         None => format!("anonymous access was refused; configure credentials for {host}"),
                     },
                 });

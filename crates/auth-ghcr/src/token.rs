@@ -9,6 +9,10 @@ use registry_core::{AuthError, Scope};
 /// `expires_in` when the answer has none, and the floor for any answer (distribution's spec).
 pub const DEFAULT_EXPIRES_IN: u64 = 60;
 
+/// The ceiling for any answer: a day. A token endpoint is outside input; a lifetime of `1e19`
+/// seconds must not overflow a clock, and a day-old token is asked for again anyway.
+pub const MAX_EXPIRES_IN: u64 = 24 * 3600;
+
 /// A parsed token answer. No `Debug` that shows the token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenAnswer {
@@ -70,7 +74,7 @@ pub fn parse_answer(realm: &str, body: &[u8]) -> Result<TokenAnswer, AuthError> 
             .unwrap_or(DEFAULT_EXPIRES_IN),
         Some(_) => return Err(bad("`expires_in` is not a number".into())),
     }
-    .max(DEFAULT_EXPIRES_IN);
+    .clamp(DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN);
     let issued_at = parsed.issued_at.as_deref().and_then(|value| {
         humantime::parse_rfc3339_weak(value.trim())
             .map_err(|e| tracing::debug!(realm, error = %e, "unparsable issued_at; counting from now"))
@@ -92,9 +96,9 @@ pub fn safety_margin(lifetime: Duration) -> Duration {
 /// when absent, or when the clocks disagree so much that it would be over or not begun),
 /// minus the safety margin.
 pub fn usable_for(answer: &TokenAnswer, now: SystemTime) -> Duration {
-    let lifetime = Duration::from_secs(answer.expires_in);
-    let remaining = match answer.issued_at {
-        Some(issued) => match (issued + lifetime).duration_since(now) {
+    let lifetime = Duration::from_secs(answer.expires_in.min(MAX_EXPIRES_IN));
+    let remaining = match answer.issued_at.and_then(|issued| issued.checked_add(lifetime)) {
+        Some(ends) => match ends.duration_since(now) {
             Ok(remaining) if remaining <= lifetime && !remaining.is_zero() => remaining,
             _ => lifetime,
         },
@@ -152,6 +156,12 @@ mod tests {
     #[case::short_expiry_is_raised_to_60(r#"{"token":"abc","expires_in":10}"#, "abc", 60)]
     #[case::null_expiry(r#"{"token":"abc","expires_in":null}"#, "abc", 60)]
     #[case::float_expiry(r#"{"token":"abc","expires_in":120.5}"#, "abc", 120)]
+    #[case::huge_expiry_is_capped_at_a_day(
+        r#"{"token":"a","expires_in":1e19,"issued_at":"2024-05-01T10:00:00Z"}"#,
+        "a",
+        MAX_EXPIRES_IN
+    )]
+    #[case::max_integer_expiry(r#"{"token":"a","expires_in":18446744073709551615}"#, "a", MAX_EXPIRES_IN)]
     #[case::unknown_fields_ignored(r#"{"token":"abc","scope":"x","extra":{}}"#, "abc", 60)]
     fn token_answers_parse(#[case] body: &str, #[case] token: &str, #[case] expires_in: u64) {
         let answer = parse_answer(REALM, body.as_bytes()).expect("parses");
@@ -221,6 +231,44 @@ mod tests {
             usable_for(&answer(expires_in, issued_ago, now), now),
             Duration::from_secs(usable_secs)
         );
+    }
+
+    /// The reproducer: a lifetime no clock can add, with and without `issued_at`.
+    #[rstest]
+    #[case::issued_at(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_557_600)))]
+    #[case::no_issued_at(None)]
+    #[case::issued_at_the_end_of_time(SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64 / 2)))]
+    fn a_lifetime_no_clock_can_hold_is_capped_not_a_panic(#[case] issued_at: Option<SystemTime>) {
+        let answer = TokenAnswer {
+            token: "a".into(),
+            expires_in: u64::MAX,
+            issued_at,
+        };
+        let usable = usable_for(&answer, SystemTime::now());
+        assert!(usable <= Duration::from_secs(MAX_EXPIRES_IN), "{usable:?}");
+        assert!(std::time::Instant::now().checked_add(usable).is_some());
+    }
+
+    proptest::proptest! {
+        /// Any body a token endpoint sends parses or is refused, and any lifetime it claims is
+        /// usable for at most a day: never a panic.
+        #[test]
+        fn any_token_answer_is_bounded(
+            body in proptest::prelude::any::<Vec<u8>>(),
+            expires_in in proptest::prelude::any::<u64>(),
+            issued in proptest::prelude::any::<u64>(),
+        ) {
+            let _ = parse_answer("https://auth.example/token", &body);
+            let json = format!(r#"{{"token":"a","expires_in":{expires_in},"issued_at":"2024-05-01T10:00:00Z"}}"#);
+            let parsed = parse_answer("https://auth.example/token", json.as_bytes()).expect("valid");
+            proptest::prop_assert!(parsed.expires_in <= MAX_EXPIRES_IN);
+            let answer = TokenAnswer {
+                token: "a".into(),
+                expires_in,
+                issued_at: SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(issued)),
+            };
+            proptest::prop_assert!(usable_for(&answer, SystemTime::now()) <= Duration::from_secs(MAX_EXPIRES_IN));
+        }
     }
 
     fn jwt(claims: &serde_json::Value) -> String {

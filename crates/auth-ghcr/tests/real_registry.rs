@@ -240,8 +240,9 @@ async fn private_repository_without_credentials_is_an_auth_error_naming_host_and
     let error = wrong.manifest_digest(&parse(&reference)).await.expect_err("refused");
     let message = error.to_string();
     assert_eq!(error.kind(), "auth", "{message}");
+    // The error reaches `/status`: it says which kind of credentials, never the user or password.
     assert!(
-        message.contains("alice") && !message.contains("not-the-password"),
+        message.contains("basic credentials") && !message.contains("alice") && !message.contains("not-the-password"),
         "{message}"
     );
 }

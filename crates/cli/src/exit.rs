@@ -29,6 +29,6 @@ pub fn fail(failure: Failure) -> ExitCode {
         Failure::Config(message) => (2, message),
         Failure::Check(message) | Failure::Internal(message) => (1, message),
     };
-    eprintln!("imagewatch: {}", message.replace('\n', " "));
+    eprintln!("imagewatch: {}", registry_core::outside::escaped(&message));
     ExitCode::from(code)
 }

@@ -218,3 +218,131 @@ fn sigterm_stops_the_loop_cleanly() {
         "{logs}"
     );
 }
+
+/// `imagewatch watch` with only `args` and `vars`: no image of the harness.
+fn bare_watch(wd: &WorkDir, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let home = wd.fresh_dir("bare-home");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_imagewatch"));
+    command
+        .arg("watch")
+        .args(["--once", "--state"])
+        .arg(wd.join("bare-state.json"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DOCKER_CONFIG", &home)
+        .env("HOME", &home)
+        .env("IMAGE_AUTO_REFRESH", "true")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command.output().expect("binary runs")
+}
+
+#[rstest]
+#[case::blank_image_flag(&["--image", ","], &[], "--image (IMAGEWATCH_IMAGES) is empty")]
+#[case::blank_runtime_flag(&["--runtime", " "], &[], "--runtime (IMAGEWATCH_RUNTIMES) is empty")]
+#[case::empty_images_variable(&[], &[("IMAGEWATCH_IMAGES", "")], "IMAGEWATCH_IMAGES")]
+#[case::blank_images_variable(&[], &[("IMAGEWATCH_IMAGES", " , ")], "IMAGEWATCH_IMAGES")]
+fn an_empty_image_list_is_a_configuration_error_not_every_runtime(
+    #[case] args: &[&str],
+    #[case] vars: &[(&str, &str)],
+    #[case] expected: &str,
+) {
+    let wd = WorkDir::new("cli-watch-empty-list");
+    let output = bare_watch(&wd, args, vars);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("expected at least one name"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!wd.join("bare-state.json").exists());
+}
+
+#[rstest]
+#[case::tag_and_digest(
+    "127.0.0.1:5000/org/app:v1@sha256:4f9c3ae6f6b5cbbd7bcd5a3a0d1e0e5f3b2e9a3c1b7d8e6f5a4b3c2d1e0f9a8b"
+)]
+#[case::digest_only("127.0.0.1:5000/org/app@sha256:4f9c3ae6f6b5cbbd7bcd5a3a0d1e0e5f3b2e9a3c1b7d8e6f5a4b3c2d1e0f9a8b")]
+fn an_image_pinned_by_digest_is_refused_for_watch(#[case] reference: &str) {
+    let wd = WorkDir::new("cli-watch-pinned");
+    let output = bare_watch(&wd, &["--image", reference], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("a pinned digest never moves"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(stderr(&output).trim().lines().count(), 1, "{}", stderr(&output));
+}
+
+/// The issue's reproduction: a device node, a FIFO (which blocked start-up forever) and a
+/// directory as `--state`: each exits 2 at once and leaves the path as it was.
+#[rstest]
+#[case::character_device("null", "a character device")]
+#[case::fifo("fifo", "a FIFO")]
+#[case::directory("dir", "a directory")]
+fn a_state_path_that_is_not_a_regular_file_exits_2_and_changes_nothing(#[case] name: &str, #[case] kind: &str) {
+    let wd = WorkDir::new("cli-watch-state-kind");
+    let dir = wd.fresh_dir("state");
+    let path = dir.join(name);
+    let made = match name {
+        "null" => Command::new("mknod").arg(&path).args(["c", "1", "3"]).status(),
+        "fifo" => Command::new("mkfifo").arg(&path).status(),
+        _ => std::fs::create_dir(&path).map(|()| std::process::ExitStatus::default()),
+    };
+    if name == "null" && !made.as_ref().is_ok_and(std::process::ExitStatus::success) {
+        // mknod needs root; the symlink to /dev/null takes the same path through the code.
+        std::os::unix::fs::symlink("/dev/null", &path).expect("symlink");
+    } else {
+        assert!(made.expect("runs").success());
+    }
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .expect("lists")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_imagewatch"))
+        .args(["watch", "--once", "--image", "127.0.0.1:1/org/app:latest", "--state"])
+        .arg(&path)
+        .env_clear()
+        .env("HOME", wd.join("state"))
+        .output()
+        .expect("binary runs");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains(kind), "{}", stderr(&output));
+    let after: Vec<_> = std::fs::read_dir(&dir)
+        .expect("lists")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(before, after, "nothing renamed or created");
+}
+
+/// A command that prints a fake log line with colour codes: neither the text log nor the
+/// `--once` report carries the line break or the escape.
+#[test]
+fn command_output_cannot_forge_log_lines_or_colour_the_terminal() {
+    let setup = Setup::new("cli-watch-forge");
+    setup.push("v1");
+    succeeded(&setup.once(&[], &[]));
+    setup.push("v2");
+    let forged = r"printf 'done\n2030-01-01T00:00:00.000000Z  INFO imagewatch: all clear \033[31mred'";
+    let output = setup
+        .command(
+            &["--once", "--refresh", "exec", "--exec-arg", "-c", "--exec-arg", forged],
+            &[],
+        )
+        .output()
+        .expect("binary runs");
+    let report = succeeded(&output);
+    let logs = stderr(&output);
+    for text in [&report, &logs] {
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(!text.lines().any(|line| line.starts_with("2030-01-01")), "{text}");
+    }
+    assert!(report.contains("done\\n2030-01-01"), "{report}");
+}

@@ -31,18 +31,26 @@ pub enum Refusal {
     WrongSignature,
     #[error("no token: expected `Authorization: Bearer <token>` or `?token=<token>`")]
     MissingToken,
+    #[error("no token: expected `Authorization: Bearer <token>`")]
+    MissingBearer,
     #[error("wrong token")]
     WrongToken,
 }
 
-/// Checks `signature` (hex, optionally `sha256=`-prefixed) against HMAC-SHA256(`secret`, `body`).
-pub fn verify_signature(secret: &Secret, body: &[u8], signature: Option<&str>) -> Result<(), Refusal> {
+/// The MAC a signature header carries (hex, optionally `sha256=`-prefixed): what can be checked
+/// before the body is read.
+pub fn signature_mac(signature: Option<&str>) -> Result<Vec<u8>, Refusal> {
     let signature = signature
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .ok_or(Refusal::MissingSignature)?;
     let hex_part = signature.strip_prefix("sha256=").unwrap_or(signature);
-    let expected = hex::decode(hex_part).map_err(|_| Refusal::MalformedSignature)?;
+    hex::decode(hex_part).map_err(|_| Refusal::MalformedSignature)
+}
+
+/// Checks `signature` (hex, optionally `sha256=`-prefixed) against HMAC-SHA256(`secret`, `body`).
+pub fn verify_signature(secret: &Secret, body: &[u8], signature: Option<&str>) -> Result<(), Refusal> {
+    let expected = signature_mac(signature)?;
     let mut mac = keyed(secret.expose().as_bytes());
     mac.update(body);
     mac.verify_slice(&expected).map_err(|_| Refusal::WrongSignature)

@@ -21,10 +21,14 @@ pub enum HookOutcome {
     TooLarge,
     /// The endpoint has no secret or token configured.
     Disabled,
+    /// Too many bodies were being read at once: answered 503, to be retried.
+    Busy,
+    /// The body did not arrive within the body timeout.
+    Slow,
 }
 
 impl HookOutcome {
-    pub const ALL: [HookOutcome; 7] = [
+    pub const ALL: [HookOutcome; 9] = [
         HookOutcome::Accepted,
         HookOutcome::Unmatched,
         HookOutcome::Ignored,
@@ -32,6 +36,8 @@ impl HookOutcome {
         HookOutcome::Invalid,
         HookOutcome::TooLarge,
         HookOutcome::Disabled,
+        HookOutcome::Busy,
+        HookOutcome::Slow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +49,8 @@ impl HookOutcome {
             HookOutcome::Invalid => "invalid",
             HookOutcome::TooLarge => "too_large",
             HookOutcome::Disabled => "disabled",
+            HookOutcome::Busy => "busy",
+            HookOutcome::Slow => "slow",
         }
     }
 }
@@ -55,9 +63,17 @@ fn cell(sender: Sender, outcome: HookOutcome) -> usize {
     s * HookOutcome::ALL.len() + o
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct HookCounters {
     cells: [AtomicU64; CELLS],
+}
+
+impl Default for HookCounters {
+    fn default() -> HookCounters {
+        HookCounters {
+            cells: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 /// A copy of the counters.

@@ -8,7 +8,13 @@
 //! | `POST /hooks/github` | `X-Hub-Signature-256: sha256=<HMAC-SHA256 hex>` | 202; 200 to `ping` |
 //! | `POST /hooks/gitea` | `X-Gitea-Signature` (or `X-Forgejo-Signature`): HMAC-SHA256 hex | 202 |
 //! | `POST /check[?image=REF][&wait=true]` | `Authorization: Bearer <api token>` when one is set | 202 (200 after waiting) |
-//! | `GET /healthz`, `/status`, `/metrics` | none | 200 |
+//! | `GET /status` | the API token when listening beyond loopback | 200 |
+//! | `GET /healthz`, `/metrics` | none | 200 |
+//!
+//! Tokens are checked from the request head before any body is read; signed hooks (GitHub,
+//! Gitea) need the body for their HMAC, so their reads are bounded in size, time and number at
+//! once. Requests a browser makes for a web page are refused (see `origin`); connections are
+//! capped and their heads bounded in size and time (see `serve`).
 //!
 //! Architecture invariant: a payload only NAMES an image ([`NamedImage`]); the name selects
 //! watched images, which the watcher checks against the registry through its
@@ -21,7 +27,9 @@ pub mod hooks;
 mod listen;
 mod metrics;
 mod named;
+mod origin;
 mod routes;
+mod serve;
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,7 +39,7 @@ use std::time::Duration;
 use registry_core::Secret;
 use registry_core::client::ClientStats;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use watcher::{StatusBoard, TriggerHandle};
@@ -42,12 +50,18 @@ pub use hooks::distribution::ENVELOPE_MEDIA_TYPE;
 pub use hooks::{PayloadError, Sender};
 pub use listen::{ListenAddr, ListenError};
 pub use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
-pub use named::{HostHint, NamedImage};
+pub use named::{HostHint, NamedImage, WatchIndex};
+pub use serve::{ConnectionLimits, DEFAULT_CONNECTION_LIMITS};
 
 /// Request bodies above this are refused with 413 (webhook payloads are a few KiB).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// The longest `POST /check?wait=true` waits for its check before answering 202.
 pub const DEFAULT_CHECK_WAIT: Duration = Duration::from_secs(30);
+/// The longest a client may take to send a request body once its head arrived.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies read at once, over every connection: with [`DEFAULT_MAX_BODY`], 8 MiB of
+/// body buffers at most. A sender over it gets 503 with `Retry-After` (senders retry).
+pub const DEFAULT_MAX_BODIES: usize = 8;
 
 /// Secrets and limits. Empty secrets count as none.
 #[derive(Clone, Debug)]
@@ -65,6 +79,21 @@ pub struct ApiConfig {
     pub unauthenticated_hooks: bool,
     pub max_body: usize,
     pub check_wait: Duration,
+    /// The longest a body may take to arrive once its request head did.
+    pub body_timeout: Duration,
+    /// Bodies read at once over all connections (the in-flight body memory is this times
+    /// `max_body`).
+    pub max_bodies: usize,
+    /// Connection count, head size and head time.
+    pub connections: ConnectionLimits,
+    /// Whether `GET /status` needs the API token (set beyond loopback: it names every image).
+    pub status_needs_token: bool,
+    /// Whether the `Host` header must name this machine (set on loopback, where a browser's
+    /// DNS rebinding is the threat) or one of `allowed_hosts`.
+    pub host_check: bool,
+    /// Host names (`name` or `name:port`) the API answers to besides IP addresses and
+    /// `localhost`; listing any turns the `Host` check on beyond loopback too.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// An API exposed beyond loopback without a token for `POST /check`.
@@ -87,6 +116,12 @@ impl ApiConfig {
             unauthenticated_hooks: listen.is_loopback(),
             max_body: DEFAULT_MAX_BODY,
             check_wait: DEFAULT_CHECK_WAIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_bodies: DEFAULT_MAX_BODIES,
+            connections: DEFAULT_CONNECTION_LIMITS,
+            status_needs_token: !listen.is_loopback(),
+            host_check: listen.is_loopback(),
+            allowed_hosts: Vec::new(),
         }
     }
 
@@ -113,6 +148,11 @@ impl ApiConfig {
             }
         }
         self.max_body = self.max_body.max(1);
+        self.max_bodies = self.max_bodies.max(1);
+        for host in &mut self.allowed_hosts {
+            *host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        }
+        self.allowed_hosts.retain(|host| !host.is_empty());
         self
     }
 }
@@ -153,6 +193,7 @@ impl Api {
 
     /// The axum router (for embedding; [`Server`] serves it).
     pub fn router(self) -> axum::Router {
+        let bodies = Arc::new(tokio::sync::Semaphore::new(self.config.max_bodies));
         routes::router(Arc::new(routes::Shared {
             config: self.config,
             triggers: self.triggers,
@@ -160,6 +201,7 @@ impl Api {
             registry: self.registry,
             leadership: self.leadership,
             hooks: counters::HookCounters::default(),
+            bodies,
         }))
     }
 
@@ -185,7 +227,7 @@ impl Api {
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<watch::Sender<bool>>,
     task: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -207,15 +249,18 @@ impl Server {
             check_token = api.config.api_token.is_some(),
             "http api listening"
         );
+        let limits = api.config.connections;
+        info!(
+            max_connections = limits.max_connections,
+            header_timeout = %humantime::format_duration(limits.header_timeout),
+            body_timeout = %humantime::format_duration(api.config.body_timeout),
+            max_bodies = api.config.max_bodies,
+            max_body = api.config.max_body,
+            "http api limits"
+        );
         let router = api.router();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve::serve(listener, router, limits, stopped));
         Ok(Server {
             local_addr,
             stop: Some(stop),
@@ -230,7 +275,7 @@ impl Server {
     /// Stops accepting, lets requests in flight finish for up to 5 s, then drops the rest.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         if let Some(mut task) = self.task.take() {
             match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
@@ -249,7 +294,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
     }
 }

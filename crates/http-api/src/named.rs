@@ -3,13 +3,14 @@
 //! carries a digest into a decision, never adds an image to the watch set, and never makes
 //! imagewatch contact a URL found in a payload.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use registry_core::{Digest, ImageReference, RegistryHost};
 use watcher::WatchSet;
 
 /// What a payload says about the registry host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HostHint {
     /// Nothing: the repository and tag decide.
     Any,
@@ -27,7 +28,7 @@ pub enum HostHint {
 /// An image a payload names: a repository, what it says about the host, the tag if it says
 /// (without one, every watched tag of the repository matches), and the digest it claims the
 /// tag has now, which decides nothing (see `watcher::TriggerHandle::check_expecting`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamedImage {
     pub host: HostHint,
     pub repository: String,
@@ -53,11 +54,19 @@ impl NamedImage {
 
     /// The watched references this name selects (see [`HostHint`]).
     pub fn matches(&self, set: &WatchSet) -> Vec<ImageReference> {
-        let candidates: Vec<&ImageReference> = set
-            .images()
+        self.matches_in(&WatchIndex::new(set))
+    }
+
+    /// [`NamedImage::matches`] against an index built once for every name of a payload, so a
+    /// payload costs its names plus the watched images, not their product.
+    pub fn matches_in(&self, index: &WatchIndex<'_>) -> Vec<ImageReference> {
+        let candidates: Vec<&ImageReference> = index
+            .by_repository
+            .get(self.repository.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
             .iter()
-            .map(|image| image.reference())
-            .filter(|reference| reference.repository() == self.repository)
+            .copied()
             .filter(|reference| match &self.tag {
                 Some(tag) => reference.tag().is_some_and(|watched| watched.as_str() == tag),
                 None => true,
@@ -82,6 +91,23 @@ impl NamedImage {
                 }
             }
         }
+    }
+}
+
+/// The watched references by repository.
+#[derive(Debug)]
+pub struct WatchIndex<'a> {
+    by_repository: HashMap<&'a str, Vec<&'a ImageReference>>,
+}
+
+impl<'a> WatchIndex<'a> {
+    pub fn new(set: &'a WatchSet) -> WatchIndex<'a> {
+        let mut by_repository: HashMap<&str, Vec<&ImageReference>> = HashMap::new();
+        for image in set.images() {
+            let reference = image.reference();
+            by_repository.entry(reference.repository()).or_default().push(reference);
+        }
+        WatchIndex { by_repository }
     }
 }
 

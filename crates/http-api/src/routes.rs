@@ -6,26 +6,29 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt as _;
+use registry_core::Secret;
 use registry_core::client::ClientStats;
 use registry_core::{Digest, ImageReference};
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 use watcher::{ImageState, StatusBoard, Ticket, TriggerHandle};
 
 use crate::ApiConfig;
-use crate::auth::{Refusal, presented_token, verify_signature, verify_token};
+use crate::auth::{Refusal, presented_token, signature_mac, verify_signature, verify_token};
 use crate::counters::{HookCounters, HookOutcome};
 use crate::hooks::github::GithubEvent;
 use crate::hooks::{self, PayloadError, Sender};
 use crate::metrics::{self, Readings};
-use crate::named::NamedImage;
+use crate::named::{NamedImage, WatchIndex};
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -35,13 +38,15 @@ pub(crate) struct Shared {
     pub(crate) registry: Option<Arc<ClientStats>>,
     pub(crate) leadership: Option<tokio::sync::watch::Receiver<watcher::Leadership>>,
     pub(crate) hooks: HookCounters,
+    /// One permit per body being read (see [`Shared::hook_body`]).
+    pub(crate) bodies: Arc<Semaphore>,
 }
 
 type Api = State<Arc<Shared>>;
-type Body = Result<Bytes, BytesRejection>;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let limit = shared.config.max_body;
+    let guard = middleware::from_fn_with_state(shared.clone(), same_origin_only);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/status", get(status))
@@ -52,7 +57,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/hooks/github", post(github))
         .route("/hooks/gitea", post(gitea))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(guard)
         .with_state(shared)
+}
+
+/// Refuses what a browser sends on a web page's behalf, before any handler (see `origin`).
+async fn same_origin_only(State(api): Api, request: Request, next: Next) -> Response {
+    let config = &api.config;
+    let check_host = config.host_check || !config.allowed_hosts.is_empty();
+    match crate::origin::refusal(request.headers(), check_host, &config.allowed_hosts) {
+        Some(refused) => {
+            warn!(path = request.uri().path(), "request from a browser page refused");
+            error(StatusCode::FORBIDDEN, refused.message())
+        }
+        None => next.run(request).await,
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -83,30 +102,66 @@ impl Shared {
         )
     }
 
-    /// The body, or the answer to a body that could not be read (413 over the cap).
-    fn hook_body(&self, sender: Sender, body: Body) -> Result<Bytes, Box<Response>> {
-        body.map_err(|rejection| {
-            let status = rejection.status();
-            let outcome = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                HookOutcome::TooLarge
-            } else {
-                HookOutcome::Invalid
-            };
+    /// The body, read only after the caller authenticated what it could from the head: at most
+    /// `max_body` bytes, within `body_timeout`, while fewer than `max_bodies` bodies are being
+    /// read over all connections. Otherwise the answer to send instead (413, 408, 503).
+    async fn hook_body(&self, sender: Sender, headers: &HeaderMap, body: Body) -> Result<Bytes, Box<Response>> {
+        let refuse = |outcome: HookOutcome, status: StatusCode, message: String| {
             self.hooks.count(sender, outcome);
             warn!(
                 sender = sender.as_str(),
                 status = status.as_u16(),
                 "webhook body refused"
             );
-            Box::new(error(
-                status,
+            Box::new(error(status, message))
+        };
+        let too_large = || {
+            format!(
+                "the body is too large: bodies are capped at {} bytes",
+                self.config.max_body
+            )
+        };
+        let declared = header(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.config.max_body as u64) {
+            return Err(refuse(
+                HookOutcome::TooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                too_large(),
+            ));
+        }
+        let Ok(_permit) = self.bodies.clone().try_acquire_owned() else {
+            let mut response = refuse(
+                HookOutcome::Busy,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many webhook bodies are being received at once; retry shortly".to_owned(),
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+            return Err(response);
+        };
+        let limited = http_body_util::Limited::new(body, self.config.max_body);
+        match tokio::time::timeout(self.config.body_timeout, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(refuse(
+                HookOutcome::TooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                too_large(),
+            )),
+            Ok(Err(_)) => Err(refuse(
+                HookOutcome::Invalid,
+                StatusCode::BAD_REQUEST,
+                "the body could not be read".to_owned(),
+            )),
+            Err(_) => Err(refuse(
+                HookOutcome::Slow,
+                StatusCode::REQUEST_TIMEOUT,
                 format!(
-                    "{}; bodies are capped at {} bytes",
-                    rejection.body_text(),
-                    self.config.max_body
+                    "the body did not arrive within {}",
+                    humantime::format_duration(self.config.body_timeout)
                 ),
-            ))
-        })
+            )),
+        }
     }
 
     /// Turns names into checks: each watched image named is asked for once.
@@ -119,10 +174,12 @@ impl Shared {
                 return error(StatusCode::BAD_REQUEST, invalid.to_string());
             }
         };
+        let index = WatchIndex::new(self.triggers.watch_set());
         let mut references: Vec<(ImageReference, Option<Digest>)> = Vec::new();
+        let mut selected = std::collections::HashSet::new();
         for name in &names {
-            for reference in name.matches(self.triggers.watch_set()) {
-                if !references.iter().any(|(known, _)| *known == reference) {
+            for reference in name.matches_in(&index) {
+                if selected.insert(reference.clone()) {
                     references.push((reference, name.claim.clone()));
                 }
             }
@@ -168,8 +225,9 @@ impl Shared {
             .into_response()
     }
 
-    /// distribution and Docker Hub: a token, unless token-less hooks are allowed (loopback).
-    fn token_hook(
+    /// distribution and Docker Hub: a token, unless token-less hooks are allowed (loopback),
+    /// checked before the body is read.
+    async fn token_hook(
         &self,
         sender: Sender,
         headers: &HeaderMap,
@@ -177,10 +235,6 @@ impl Shared {
         body: Body,
         parse: fn(&[u8]) -> Result<Vec<NamedImage>, PayloadError>,
     ) -> Response {
-        let body = match self.hook_body(sender, body) {
-            Ok(body) => body,
-            Err(response) => return *response,
-        };
         match &self.config.hook_token {
             Some(token) => {
                 if let Err(refusal) = verify_token(token, presented_token(headers, query).as_deref()) {
@@ -192,7 +246,53 @@ impl Shared {
                 return self.hook_disabled(sender, "beyond loopback it needs a hook token");
             }
         }
+        let body = match self.hook_body(sender, headers, body).await {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
         self.dispatch(sender, parse(&body))
+    }
+
+    /// GitHub and Gitea sign the body, so it must be read to be authenticated: what the head
+    /// can show (an enabled endpoint, a well-formed signature) is checked first, and the read
+    /// is bounded like every other ([`Shared::hook_body`]).
+    async fn signed_body(
+        &self,
+        sender: Sender,
+        secret: Option<&Secret>,
+        what: &str,
+        signature: Option<&str>,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Bytes, Box<Response>> {
+        let Some(secret) = secret else {
+            return Err(Box::new(self.hook_disabled(sender, what)));
+        };
+        if let Err(refusal) = signature_mac(signature) {
+            return Err(Box::new(self.hook_refused(sender, refusal)));
+        }
+        let body = self.hook_body(sender, headers, body).await?;
+        if let Err(refusal) = verify_signature(secret, &body, signature) {
+            return Err(Box::new(self.hook_refused(sender, refusal)));
+        }
+        Ok(body)
+    }
+
+    /// The answer to a request without the API token, when one is required.
+    fn api_token_refusal(&self, what: &str, headers: &HeaderMap) -> Option<Response> {
+        let token = self.config.api_token.as_ref()?;
+        let refusal = match verify_token(token, presented_token(headers, None).as_deref()) {
+            Ok(()) => return None,
+            Err(Refusal::MissingToken) => Refusal::MissingBearer,
+            Err(refusal) => refusal,
+        };
+        warn!(reason = %refusal, "{what} refused");
+        let mut response = error(StatusCode::UNAUTHORIZED, refusal.to_string());
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"imagewatch\""),
+        );
+        Some(response)
     }
 }
 
@@ -204,6 +304,7 @@ async fn distribution(State(api): Api, headers: HeaderMap, RawQuery(query): RawQ
         body,
         hooks::distribution::names,
     )
+    .await
 }
 
 async fn dockerhub(State(api): Api, headers: HeaderMap, RawQuery(query): RawQuery, body: Body) -> Response {
@@ -214,20 +315,18 @@ async fn dockerhub(State(api): Api, headers: HeaderMap, RawQuery(query): RawQuer
         body,
         hooks::dockerhub::names,
     )
+    .await
 }
 
 async fn github(State(api): Api, headers: HeaderMap, body: Body) -> Response {
     let sender = Sender::Github;
-    let body = match api.hook_body(sender, body) {
+    let signature = header(&headers, "x-hub-signature-256");
+    let secret = api.config.github_secret.as_ref();
+    let what = "no GitHub webhook secret is configured";
+    let body = match api.signed_body(sender, secret, what, signature, &headers, body).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let Some(secret) = &api.config.github_secret else {
-        return api.hook_disabled(sender, "no GitHub webhook secret is configured");
-    };
-    if let Err(refusal) = verify_signature(secret, &body, header(&headers, "x-hub-signature-256")) {
-        return api.hook_refused(sender, refusal);
-    }
     match GithubEvent::from_header(header(&headers, "x-github-event")) {
         GithubEvent::Ping => {
             api.hooks.count(sender, HookOutcome::Ignored);
@@ -240,17 +339,13 @@ async fn github(State(api): Api, headers: HeaderMap, body: Body) -> Response {
 
 async fn gitea(State(api): Api, headers: HeaderMap, body: Body) -> Response {
     let sender = Sender::Gitea;
-    let body = match api.hook_body(sender, body) {
+    let signature = header(&headers, "x-gitea-signature").or_else(|| header(&headers, "x-forgejo-signature"));
+    let secret = api.config.gitea_secret.as_ref();
+    let what = "no Gitea webhook secret is configured";
+    let body = match api.signed_body(sender, secret, what, signature, &headers, body).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let Some(secret) = &api.config.gitea_secret else {
-        return api.hook_disabled(sender, "no Gitea webhook secret is configured");
-    };
-    let signature = header(&headers, "x-gitea-signature").or_else(|| header(&headers, "x-forgejo-signature"));
-    if let Err(refusal) = verify_signature(secret, &body, signature) {
-        return api.hook_refused(sender, refusal);
-    }
     let event = header(&headers, "x-gitea-event").or_else(|| header(&headers, "x-forgejo-event"));
     if event.is_some_and(|event| event.trim() != "package") {
         return api.dispatch(sender, Ok(Vec::new()));
@@ -260,16 +355,8 @@ async fn gitea(State(api): Api, headers: HeaderMap, body: Body) -> Response {
 
 /// `POST /check[?image=REF][&wait=true]`.
 async fn check(State(api): Api, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    if let Some(token) = &api.config.api_token
-        && let Err(refusal) = verify_token(token, presented_token(&headers, None).as_deref())
-    {
-        warn!(reason = %refusal, "POST /check refused");
-        let mut response = error(StatusCode::UNAUTHORIZED, refusal.to_string());
-        response.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            axum::http::HeaderValue::from_static("Bearer realm=\"imagewatch\""),
-        );
-        return response;
+    if let Some(refused) = api.api_token_refusal("POST /check", &headers) {
+        return refused;
     }
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
         .into_owned()
@@ -354,8 +441,13 @@ fn image_json(state: &ImageState) -> Value {
     })
 }
 
-/// `GET /status`.
-async fn status(State(api): Api) -> Response {
+/// `GET /status`: beyond loopback only with the API token (it lists every image and error).
+async fn status(State(api): Api, headers: HeaderMap) -> Response {
+    if api.config.status_needs_token
+        && let Some(refused) = api.api_token_refusal("GET /status", &headers)
+    {
+        return refused;
+    }
     let images: Vec<Value> = api.status.images().iter().map(image_json).collect();
     let metrics = api.status.metrics();
     let mut body = json!({

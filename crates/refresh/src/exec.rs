@@ -1,12 +1,17 @@
 //! The command refresher: runs a program (no shell) with the event in environment variables.
 //! Exit status 0 is success; anything else, a failed start or a timeout is a failure that names
 //! the exit code and the tail of stderr.
+//!
+//! The program inherits nothing: its environment is the event's `IMAGEWATCH_*` variables plus
+//! what [`ExecConfig::inherited`] lists (the edge fills it with `PATH`, `HOME` and the variables
+//! the operator names), so our registry passwords, tokens and hook secrets never reach it.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use registry_core::Secret;
 use tracing::{debug, info};
 use watcher::{RefreshError, RefreshEvent, RefreshOutcome, Refresher};
 
@@ -33,6 +38,9 @@ pub struct ExecConfig {
     pub args: Vec<String>,
     /// The command is killed after this long.
     pub timeout: Duration,
+    /// The only variables of ours the program gets (besides the event's), values redacted in
+    /// `Debug`.
+    pub inherited: Vec<(String, Secret)>,
 }
 
 impl ExecConfig {
@@ -41,6 +49,7 @@ impl ExecConfig {
             program: program.into(),
             args,
             timeout: Duration::from_secs(60),
+            inherited: Vec::new(),
         }
     }
 }
@@ -111,6 +120,8 @@ impl ExecRefresher {
         let program = self.config.program.display().to_string();
         let child = tokio::process::Command::new(&self.config.program)
             .args(&self.config.args)
+            .env_clear()
+            .envs(self.config.inherited.iter().map(|(name, value)| (name, value.expose())))
             .envs(ExecRefresher::environment(event))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

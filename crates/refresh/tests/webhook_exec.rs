@@ -190,6 +190,45 @@ async fn command_gets_the_event_in_its_environment() {
     );
 }
 
+/// The test process has a full environment (CARGO_*, HOME, PATH...): the program sees only the
+/// event's variables and what the configuration lists.
+#[tokio::test]
+async fn command_inherits_only_the_listed_variables() {
+    let mut config = ExecConfig::new("/usr/bin/env", vec![]);
+    config.inherited = vec![
+        ("PATH".into(), Secret::new("/usr/bin:/bin")),
+        ("DEPLOY_KEY".into(), Secret::new("named-by-the-operator")),
+    ];
+    let run = ExecRefresher::new(config).run(&event()).await.expect("exit 0");
+    let mut names: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "DEPLOY_KEY",
+            ENV_HOST,
+            ENV_IMAGE,
+            ENV_NEW_DIGEST,
+            ENV_OLD_DIGEST,
+            ENV_RUNTIME,
+            ENV_TIME,
+            "PATH"
+        ]
+    );
+    assert!(run.stdout.contains("DEPLOY_KEY=named-by-the-operator"));
+}
+
+#[test]
+fn inherited_values_are_redacted_in_debug() {
+    let mut config = ExecConfig::new("/bin/true", vec![]);
+    config.inherited = vec![("DEPLOY_KEY".into(), Secret::new("named-by-the-operator"))];
+    assert!(!format!("{config:?}").contains("named-by-the-operator"));
+}
+
 #[tokio::test]
 async fn command_and_webhook_get_the_signature_that_admitted_the_digest() {
     let event = event().with_verification(Some(watcher::Attestation {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod digest;
 pub mod host;
 pub mod keychain;
+pub mod outside;
 mod path;
 pub mod prefix;
 pub mod provider;

@@ -50,6 +50,16 @@ impl RegistryPrefix {
         if value.chars().any(char::is_whitespace) {
             return Err(error("it contains whitespace".into()));
         }
+        // `user:password@host/path` (URL userinfo): refused without echoing the value.
+        if let Some((userinfo, _)) = value.split_once('@')
+            && !userinfo.contains('/')
+        {
+            return Err(PrefixError {
+                source_name: source_name.to_owned(),
+                value: "***@...".to_owned(),
+                reason: "credentials in the registry address; give them in the credential variables or Docker's config.json, not in the prefix".into(),
+            });
+        }
         if value.contains('@') {
             return Err(error(
                 "it contains a digest (`@`); a prefix names a repository path only".into(),
@@ -178,5 +188,16 @@ mod tests {
         assert!(error.contains(&format!("{input:?}")), "{error}");
         assert!(error.contains(reason), "{error}");
         assert!(error.contains("expected"), "{error}");
+    }
+
+    #[rstest]
+    #[case::user_and_password("user:pw-9f2c@registry.example.com/x")]
+    #[case::token_only("pw-9f2c@ghcr.io/molecule-ai")]
+    fn credentials_in_the_prefix_are_refused_without_echoing_them(#[case] input: &str) {
+        let error = RegistryPrefix::parse_named(input, "MOLECULE_IMAGE_REGISTRY")
+            .expect_err("must be rejected")
+            .to_string();
+        assert!(error.contains("credentials in the registry address"), "{error}");
+        assert!(!error.contains("pw-9f2c") && !error.contains("digest"), "{error}");
     }
 }

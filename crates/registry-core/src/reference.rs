@@ -69,13 +69,22 @@ pub struct ReferenceError {
 }
 
 impl ImageReference {
-    /// Builds a reference from parts already split, validating the repository path.
+    /// Builds a reference from parts already split, validating the repository path. A one-
+    /// component Docker Hub repository gains `library/`, as parsing gives it, so the reference
+    /// is the one its Display re-parses to (`docker.io/alpine` is `docker.io/library/alpine`).
     pub fn from_parts(
         host: RegistryHost,
         repository: &str,
         tag: Option<Tag>,
         digest: Option<Digest>,
     ) -> Result<ImageReference, ReferenceError> {
+        let library;
+        let repository = if host.is_docker_hub() && !repository.contains('/') && !repository.is_empty() {
+            library = format!("library/{repository}");
+            library.as_str()
+        } else {
+            repository
+        };
         if let Some(problem) = path_problem(repository) {
             return Err(ReferenceError {
                 value: format!("{host}/{repository}"),
@@ -116,10 +125,12 @@ impl ImageReference {
         }
     }
 
-    /// The same image without its digest: the moving reference a watcher polls.
+    /// The same image without its digest: the moving reference a watcher polls. A reference
+    /// pinned by digest alone gets `latest`, the tag its Display would re-parse to.
     pub fn without_digest(&self) -> ImageReference {
         ImageReference {
             digest: None,
+            tag: self.tag.clone().or_else(|| Some(Tag::latest())),
             ..self.clone()
         }
     }
@@ -293,5 +304,43 @@ mod tests {
         let pinned: ImageReference = format!("ghcr.io/a/b:v1@{D}").parse().expect("valid");
         assert_eq!(pinned.manifest_reference(), D);
         assert_eq!(pinned.without_digest().manifest_reference(), "v1");
+    }
+
+    #[rstest]
+    #[case::tagged(format!("ghcr.io/a/b:v1@{D}"), "ghcr.io/a/b:v1")]
+    #[case::digest_only(format!("ghcr.io/a/b@{D}"), "ghcr.io/a/b:latest")]
+    fn without_digest_re_parses_to_itself(#[case] input: String, #[case] expected: &str) {
+        let moving = input.parse::<ImageReference>().expect("valid").without_digest();
+        assert_eq!(moving.to_string(), expected);
+        assert_eq!(moving.to_string().parse::<ImageReference>().expect("valid"), moving);
+    }
+
+    #[rstest]
+    #[case::one_component("alpine", "docker.io/library/alpine:latest")]
+    #[case::two_components("org/app", "docker.io/org/app:latest")]
+    fn docker_hub_parts_are_normalised_like_a_parse(#[case] repository: &str, #[case] expected: &str) {
+        let built = ImageReference::from_parts(RegistryHost::docker_hub(), repository, Some(Tag::latest()), None)
+            .expect("valid");
+        assert_eq!(built.to_string(), expected);
+        assert_eq!(built, expected.parse::<ImageReference>().expect("valid"));
+    }
+
+    proptest::proptest! {
+        /// Any string parses or is refused (never a panic), and what parses re-parses from its
+        /// Display to the same reference (state keys and hooks compare these).
+        #[test]
+        fn display_round_trips(value in "[a-zA-Z0-9./:@_-]{0,80}") {
+            if let Ok(reference) = value.parse::<ImageReference>() {
+                let again: ImageReference = reference.to_string().parse().expect("its own Display parses");
+                proptest::prop_assert_eq!(&again, &reference);
+                let moving = reference.without_digest();
+                proptest::prop_assert_eq!(moving.to_string().parse::<ImageReference>().expect("parses"), moving);
+            }
+        }
+
+        #[test]
+        fn any_text_parses_or_is_refused(value in proptest::prelude::any::<String>()) {
+            let _ = value.parse::<ImageReference>();
+        }
     }
 }

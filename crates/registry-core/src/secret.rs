@@ -100,6 +100,18 @@ impl fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// What kind of credentials these are, without the user name: for errors that reach
+    /// endpoints (`/status`) as well as logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::Basic { .. } => "basic credentials",
+            Credentials::IdentityToken(_) => "an identity token",
+            Credentials::Bearer(_) => "a bearer token",
+        }
+    }
+}
+
 impl fmt::Display for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -123,16 +123,20 @@ enum Checked {
 }
 
 impl Watcher {
-    /// Builds a watcher, loading the state file if one is configured. A corrupt or unreadable
-    /// state file is renamed aside and reported (see [`Watcher::state_set_aside`]); only a file
-    /// that cannot even be moved is an error.
+    /// Builds a watcher, loading the state file if one is configured. A corrupt state file is
+    /// renamed aside and reported (see [`Watcher::state_set_aside`]); a path that is not a
+    /// regular file, an unreadable or oversized file, or one that cannot be moved is an error.
     pub fn new(
         set: WatchSet,
         source: Arc<dyn DigestSource>,
         refresher: Arc<dyn Refresher>,
         config: WatcherConfig,
     ) -> Result<Watcher, StoreError> {
-        let state = config.state_file.clone().map(StateFile::new);
+        let watched: Vec<ImageReference> = set.images().iter().map(|image| image.reference().clone()).collect();
+        let state = config
+            .state_file
+            .clone()
+            .map(|path| StateFile::new(path).watching(watched));
         let loaded = match &state {
             Some(file) => Some(file.load()?),
             None => None,
@@ -172,6 +176,9 @@ impl Watcher {
         let mut first_seen = HashMap::new();
         let mut state_set_aside = None;
         if let (Some(store), Some(loaded)) = (&state, loaded) {
+            for warning in &loaded.warnings {
+                warn!(path = %store.location(), "state file: {warning}");
+            }
             if let Some(aside) = &loaded.set_aside {
                 error!(
                     path = %store.location(),

@@ -247,13 +247,15 @@ impl TickReport {
 }
 
 impl fmt::Display for TickReport {
-    /// One line per image: `<image>: <status>`.
+    /// One line per image: `<image>: <status>`, outside text in the status escaped (a refresh
+    /// outcome carries what a receiver or a command said).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use registry_core::outside::escaped;
         for image in &self.images {
-            writeln!(f, "{}: {}", image.image, image.status)?;
+            writeln!(f, "{}: {}", image.image, escaped(&image.status.to_string()))?;
         }
         if let Some(error) = &self.state_error {
-            writeln!(f, "state file: {error}")?;
+            writeln!(f, "state file: {}", escaped(&error.to_string()))?;
         }
         Ok(())
     }

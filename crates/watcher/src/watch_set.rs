@@ -61,7 +61,7 @@ pub enum WatchSetError {
         source: ReferenceError,
     },
     #[error(
-        "{reference} is pinned by digest only, and a digest never moves; expected a tag to watch, e.g. `{name}:latest`"
+        "{reference} is pinned by digest, and a pinned digest never moves; expected a tag to watch without a digest, e.g. `{name}`"
     )]
     PinnedByDigest { reference: String, name: String },
 }
@@ -102,20 +102,19 @@ impl WatchSet {
         Ok(())
     }
 
-    /// Adds any reference. A `tag@digest` reference is watched by its tag; a reference pinned by
-    /// digest alone is rejected, since it can never move.
+    /// Adds any reference by tag. A reference with a digest (`name@digest`, `name:tag@digest`)
+    /// is rejected, since what it names can never move.
     pub fn add_image(&mut self, reference: ImageReference) -> Result<(), WatchSetError> {
+        // `name:tag@digest` pulls the digest whatever the tag says: watching the tag instead
+        // would silently do something else than the reference asks.
         if reference.digest().is_some() {
-            if reference.tag().is_none() {
-                return Err(WatchSetError::PinnedByDigest {
-                    reference: reference.to_string(),
-                    name: format!("{}/{}", reference.host(), reference.repository()),
-                });
-            }
-            self.insert(WatchedImage::new(reference.without_digest(), None));
-        } else {
-            self.insert(WatchedImage::new(reference, None));
+            let tag = reference.tag().map_or("latest", |tag| tag.as_str());
+            return Err(WatchSetError::PinnedByDigest {
+                reference: reference.to_string(),
+                name: format!("{}/{}:{tag}", reference.host(), reference.repository()),
+            });
         }
+        self.insert(WatchedImage::new(reference, None));
         Ok(())
     }
 
@@ -177,12 +176,16 @@ mod tests {
         "registry.example.com/workspace-template-crewai:latest"
     )]
     #[case("molecule-ai", "hermes", "docker.io/molecule-ai/workspace-template-hermes:latest")]
+    #[case::bare_docker_hub("docker.io", "langgraph", "docker.io/library/workspace-template-langgraph:latest")]
+    #[case::bare_index_alias("index.docker.io", "hermes", "docker.io/library/workspace-template-hermes:latest")]
     #[case("[::1]:5000/x", "autogen", "[::1]:5000/x/workspace-template-autogen:latest")]
     fn runtime_image_hangs_off_the_prefix(#[case] prefix: &str, #[case] runtime: &str, #[case] expected: &str) {
         let prefix: RegistryPrefix = prefix.parse().expect("valid");
         let image = runtime_image(&prefix, runtime).expect("valid runtime");
         assert_eq!(image.to_string(), expected);
         assert_eq!(image.host(), prefix.host());
+        // The state file and hooks compare re-parsed references: it must be the same one.
+        assert_eq!(image.to_string().parse::<ImageReference>().expect("valid"), image);
     }
 
     #[test]
@@ -230,9 +233,9 @@ mod tests {
     #[rstest]
     #[case::tag("ghcr.io/a/b:v1", Some("ghcr.io/a/b:v1"))]
     #[case::implicit_latest("ghcr.io/a/b", Some("ghcr.io/a/b:latest"))]
-    #[case::tag_and_digest_watches_the_tag(
+    #[case::tag_and_digest_is_rejected(
         "ghcr.io/a/b:v1@sha256:4f9c3ae6f6b5cbbd7bcd5a3a0d1e0e5f3b2e9a3c1b7d8e6f5a4b3c2d1e0f9a8b",
-        Some("ghcr.io/a/b:v1")
+        None
     )]
     #[case::digest_only_is_rejected(
         "ghcr.io/a/b@sha256:4f9c3ae6f6b5cbbd7bcd5a3a0d1e0e5f3b2e9a3c1b7d8e6f5a4b3c2d1e0f9a8b",
@@ -248,7 +251,10 @@ mod tests {
             }
             None => {
                 let error = result.expect_err("rejected").to_string();
-                assert!(error.contains("expected a tag"), "{error}");
+                assert!(
+                    error.contains("expected a tag") && error.contains("ghcr.io/a/b:"),
+                    "{error}"
+                );
             }
         }
     }

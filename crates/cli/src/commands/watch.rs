@@ -173,6 +173,17 @@ pub struct Args {
     /// The program is killed after this long.
     #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_EXEC_TIMEOUT", default_value = "60s", value_parser = duration, help_heading = "Exec refresher")]
     exec_timeout: Duration,
+    /// A variable of imagewatch's environment the program also gets (repeatable or
+    /// comma-separated). It gets only PATH, HOME, LANG, LC_ALL, TZ, the event's IMAGEWATCH_*
+    /// variables and these: never our registry credentials, tokens or secrets unless named here.
+    #[arg(
+        long = "exec-env",
+        value_name = "NAME",
+        env = "IMAGEWATCH_EXEC_ENV",
+        value_delimiter = ',',
+        help_heading = "Exec refresher"
+    )]
+    exec_env: Vec<String>,
 
     #[command(flatten)]
     transport: TransportArgs,
@@ -225,6 +236,28 @@ impl Args {
             .filter(|r| !r.is_empty())
             .collect();
         let images: Vec<&str> = self.images.iter().map(|i| i.trim()).filter(|i| !i.is_empty()).collect();
+        // A list given but blank (`--image ","`, `IMAGEWATCH_IMAGES=""`) is a mistake, never
+        // "watch everything": with the Docker refresher on, that would act on eight images.
+        for (given, kept, what) in [
+            (self.runtimes.len(), runtimes.len(), "--runtime (IMAGEWATCH_RUNTIMES)"),
+            (self.images.len(), images.len(), "--image (IMAGEWATCH_IMAGES)"),
+        ] {
+            if given > 0 && kept == 0 {
+                return Err(Failure::Config(format!(
+                    "{what} is empty; expected at least one name, or leave it unset to watch every default runtime"
+                )));
+            }
+        }
+        for variable in ["IMAGEWATCH_RUNTIMES", "IMAGEWATCH_IMAGES"] {
+            if runtimes.is_empty()
+                && images.is_empty()
+                && std::env::var_os(variable).is_some_and(|v| v.to_string_lossy().trim().is_empty())
+            {
+                return Err(Failure::Config(format!(
+                    "{variable} is set but empty; expected at least one name, or unset it to watch every default runtime"
+                )));
+            }
+        }
         if runtimes.is_empty() && images.is_empty() {
             return WatchSet::default_runtimes(&settings.prefix).map_err(Failure::config);
         }
@@ -362,6 +395,7 @@ async fn refresher(args: &Args, kind: RefreshKind, engine_auth: EngineAuths) -> 
             })?;
             let mut config = ExecConfig::new(program, args.exec_args.clone());
             config.timeout = args.exec_timeout;
+            config.inherited = exec_environment(&args.exec_env);
             Arc::new(ExecRefresher::new(config))
         }
         RefreshKind::Swarm => {
@@ -369,6 +403,23 @@ async fn refresher(args: &Args, kind: RefreshKind, engine_auth: EngineAuths) -> 
             Arc::new(args.fleet.swarm(endpoint, engine_auth).await?)
         }
     })
+}
+
+/// What the exec refresher's program inherits: a few variables every program expects, and the
+/// ones the operator named (`--exec-env`); the rest of our environment holds secrets.
+fn exec_environment(named: &[String]) -> Vec<(String, Secret)> {
+    const ALWAYS: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
+    let mut names: Vec<&str> = ALWAYS.to_vec();
+    names.extend(named.iter().map(|name| name.trim()).filter(|name| !name.is_empty()));
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|value| (name.to_owned(), Secret::new(value)))
+        })
+        .collect()
 }
 
 /// Resolves on SIGINT or SIGTERM. If a handler cannot be installed, that signal is simply not

@@ -76,7 +76,8 @@ impl DockerConfigKeychain {
         let config = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice::<ConfigFile>(&bytes).map_err(|e| {
                 error(format!(
-                    "malformed Docker config ({e}); expected JSON with `auths`, `credHelpers`, `credsStore`"
+                    "malformed Docker config ({}); expected JSON with `auths`, `credHelpers`, `credsStore`",
+                    without_values(&e)
                 ))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
@@ -232,7 +233,10 @@ impl DockerConfigKeychain {
         let answer: HelperAnswer = serde_json::from_slice(&stdout).map_err(|e| {
             self.error(
                 host,
-                format!("the credential helper {program_name} printed no JSON `{{\"Username\",\"Secret\"}}` ({e})"),
+                format!(
+                    "the credential helper {program_name} printed no JSON `{{\"Username\",\"Secret\"}}` ({})",
+                    without_values(&e)
+                ),
             )
         })?;
         if answer.secret.is_empty() {
@@ -286,6 +290,18 @@ fn key_matches(key: &str, host: &RegistryHost) -> bool {
     let authority = bare.split('/').next().unwrap_or("");
     authority.parse::<RegistryHost>().is_ok_and(|parsed| &parsed == host)
 }
+/// A JSON error said without the value it met: serde's own message quotes it, and in a Docker
+/// config or a helper's answer that value is a credential (`"auths":{"host":"<base64>"}`).
+fn without_values(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Io => "it could not be read",
+        serde_json::error::Category::Syntax => "it is not valid JSON",
+        serde_json::error::Category::Data => "a value has the wrong type or shape",
+        serde_json::error::Category::Eof => "it ends too early",
+    };
+    format!("{what} at line {} column {}", error.line(), error.column())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,12 +387,17 @@ mod tests {
     #[rstest]
     #[case::not_json("{not json")]
     #[case::auths_not_a_map(r#"{"auths":[]}"#)]
-    fn malformed_config_file_is_an_error_naming_the_path(#[case] content: &str) {
+    #[case::entry_is_the_credential_string(r#"{"auths":{"a.example.com":"dXNlcjpzM2NyZXQtcHc="}}"#)]
+    #[case::auth_is_a_number(r#"{"auths":{"a.example.com":{"auth":12345}}}"#)]
+    fn malformed_config_file_is_an_error_naming_the_path_not_the_value(#[case] content: &str) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_config(dir.path(), content);
         let error = DockerConfigKeychain::load(&path).expect_err("malformed").to_string();
         assert!(error.contains(&path.display().to_string()), "{error}");
         assert!(error.contains("malformed"), "{error}");
+        for value in ["dXNlcjpzM2NyZXQtcHc=", "12345"] {
+            assert!(!error.contains(value), "{error}");
+        }
     }
 
     #[test]

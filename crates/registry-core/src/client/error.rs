@@ -169,14 +169,18 @@ pub(crate) fn default_hint(host: &RegistryHost) -> String {
     format!("configure credentials for {host}")
 }
 
-/// `Retry-After`: delay-seconds or an HTTP-date (counted from `now`; a date in the past is 0).
+/// The longest `Retry-After` taken as said: a day (the watcher caps its pause lower still).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After`: delay-seconds or an HTTP-date (counted from `now`; a date in the past is 0),
+/// at most [`MAX_RETRY_AFTER`], so no later clock arithmetic can overflow.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -191,6 +195,8 @@ mod tests {
     #[case::http_date_ahead("Thu, 01 Jan 1970 00:01:40 GMT", Some(60))]
     #[case::http_date_past("Thu, 01 Jan 1970 00:00:10 GMT", Some(0))]
     #[case::negative("-5", None)]
+    #[case::huge_is_capped("18446744073709551615", Some(24 * 3600))]
+    #[case::far_date_is_capped("Fri, 31 Dec 9999 23:59:59 GMT", Some(24 * 3600))]
     #[case::garbage("soon", None)]
     fn retry_after_reads_seconds_and_http_dates(#[case] value: &str, #[case] expected: Option<u64>) {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(40);

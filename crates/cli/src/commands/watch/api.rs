@@ -33,6 +33,17 @@ pub struct ApiArgs {
     /// `/hooks/gitea`.
     #[arg(long, value_name = "SECRET", env = "IMAGEWATCH_GITEA_SECRET", hide_env_values = true, value_parser = secret, help_heading = "HTTP API")]
     gitea_secret: Option<Secret>,
+    /// A host name the API answers to (its `Host` header), for webhook senders that reach it by
+    /// name (`hooks.example.com`); repeatable or comma-separated. IP addresses and `localhost`
+    /// always work; once a name is listed, requests naming another host are refused.
+    #[arg(
+        long = "api-host",
+        value_name = "NAME",
+        env = "IMAGEWATCH_API_HOSTS",
+        value_delimiter = ',',
+        help_heading = "HTTP API"
+    )]
+    api_hosts: Vec<String>,
 }
 
 fn listen(value: &str) -> Result<ListenAddr, String> {
@@ -66,6 +77,7 @@ impl ApiArgs {
         config.hook_token = self.hook_token.clone();
         config.github_secret = self.github_secret.clone();
         config.gitea_secret = self.gitea_secret.clone();
+        config.allowed_hosts = self.api_hosts.clone();
         config
             .check_exposure(&listen)
             .map_err(|e| Failure::Config(format!("{e} (--api-token or IMAGEWATCH_API_TOKEN)")))?;
