@@ -120,7 +120,7 @@ impl Shared {
         };
         let mut references: Vec<(ImageReference, Option<Digest>)> = Vec::new();
         for name in &names {
-            for reference in name.matches(self.triggers.watch_set()) {
+            for reference in name.matches(&self.triggers.watch_set()) {
                 if !references.iter().any(|(known, _)| *known == reference) {
                     references.push((reference, name.claim.clone()));
                 }
@@ -344,8 +344,20 @@ fn image_json(state: &ImageState) -> Value {
             "result": if r.succeeded { "success" } else { "failure" },
             "detail": r.detail,
         })),
+        "retry": state.retry.as_ref().map(|r| json!({
+            "digest": r.digest.as_str(),
+            "failures": r.failures,
+            "next_attempt": time(r.next_attempt),
+            "policy": RETRY_POLICY,
+        })),
     })
 }
+
+/// How a digest whose refresh failed is retried, stated beside each failing image in `/status`
+/// (the refresh's own error says what the attempt cost: nothing for a start-first container,
+/// the seconds it was down for a stop-first one).
+const RETRY_POLICY: &str =
+    "the failing digest is retried 1, 2, 4, ... ticks apart (at most every hour); a newer digest at once";
 
 /// `GET /status`.
 async fn status(State(api): Api) -> Response {
