@@ -1002,6 +1002,7 @@ async fn discovery_watches_only_opted_in_containers_follows_them_and_refreshes_o
     let id = host
         .run(&fx, 20, newcomer.clone(), &[("imagewatch.enable", "true")])
         .await;
+    let running_at = Instant::now();
     tokio::time::timeout(
         Duration::from_secs(2),
         receiver.wait_for(|set| watched(set).contains(&newcomer)),
@@ -1010,6 +1011,7 @@ async fn discovery_watches_only_opted_in_containers_follows_them_and_refreshes_o
     .expect("a started container is followed within 2 s")
     .expect("follower alive");
     let added_after = started.elapsed();
+    let added_after_start = running_at.elapsed();
     let removed = Instant::now();
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
     fx.docker.remove_container(&id, Some(options)).await.expect("removed");
@@ -1022,7 +1024,8 @@ async fn discovery_watches_only_opted_in_containers_follows_them_and_refreshes_o
     .expect("follower alive");
     let removed_after = removed.elapsed();
     println!(
-        "discovery followed a started container in {} ms (incl. its create and start), a removed one in {} ms",
+        "discovery followed a new container {} ms after it ran ({} ms incl. its create and start), a removed one in {} ms",
+        added_after_start.as_millis(),
         added_after.as_millis(),
         removed_after.as_millis()
     );
