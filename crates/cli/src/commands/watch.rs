@@ -194,7 +194,12 @@ struct DockerHostArgs {
     )]
     discover: Option<DiscoverSource>,
     /// With `--discover`: every container except those labelled `imagewatch.enable=false`.
-    #[arg(long, env = "IMAGEWATCH_DISCOVER_ALL", help_heading = "Docker host")]
+    #[arg(
+        long,
+        env = "IMAGEWATCH_DISCOVER_ALL",
+        requires = "discover",
+        help_heading = "Docker host"
+    )]
     discover_all: bool,
     /// `auto`: start the new container beside the old one and prove it first, unless they would
     /// clash (fixed host port, host or shared network, fixed IP, read-write volume/bind);
