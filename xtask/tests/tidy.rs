@@ -362,6 +362,8 @@ fn no_import_circles_between_modules_of_a_crate() {
         circles.is_empty(),
         "modules that import each other:\n{}",
         circles.join("\n")
+    );
+}
 
 #[test]
 fn discovery_only_reads_the_engine() {

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use refresh::{
     ContainerFilter, Discovered, Discovery, DiscoveryConfig, DockerConfig, DockerMode, DockerRefresher, ExecConfig,
-    ExecRefresher, Notifier, NotifyTarget, UpdateOrder, WebhookConfig,
-    WebhookRefresher,
+    ExecRefresher, Notifier, NotifyTarget, UpdateOrder, WebhookConfig, WebhookRefresher,
 };
 use registry_auth::EngineAuths;
 use registry_core::{ImageReference, Secret};
