@@ -82,9 +82,11 @@ impl Fixture {
         }
     }
 
-    /// Builds the busybox image of `spec` and pushes it with the right credentials.
+    /// Builds the busybox image of `spec` and pushes it with the right credentials. The image
+    /// is labelled with the run, so its ID is this test's alone: tests run in parallel on one
+    /// daemon, and removing an image another test's container runs would break that test.
     fn push(&self, spec: &ImageSpec) -> String {
-        let layout = build_image(&self.wd, spec);
+        let layout = build_image(&self.wd, &self.own(spec));
         skopeo::push(
             &layout,
             &self.image.to_string(),
@@ -92,6 +94,11 @@ impl Fixture {
             Some((USER, PASSWORD)),
             &RegistryTls::Plain,
         )
+    }
+
+    /// `spec`, labelled with this run.
+    fn own(&self, spec: &ImageSpec) -> ImageSpec {
+        spec.clone().label("imagewatch.test.run", &self.run)
     }
 
     fn name(&self, prefix: &str) -> String {
@@ -1041,7 +1048,7 @@ async fn discovery_watches_only_opted_in_containers_follows_them_and_refreshes_o
 
     // A move of the image #00 (opted in) and #08 (unlabelled) share: only #00 is recreated.
     let repo0 = &host.repos[0];
-    let layout = build_image(&fx.wd, &ImageSpec::busybox("2"));
+    let layout = build_image(&fx.wd, &fx.own(&ImageSpec::busybox("2")));
     skopeo::push(
         &layout,
         &repo0.to_string(),
