@@ -1,8 +1,9 @@
 //! `cargo xtask demo`: the README's "run the main job", on a fresh machine with no internet and
 //! no credentials. Installs what is missing, builds `imagewatch`, starts a local htpasswd
 //! registry and pushes a busybox v1 image with skopeo. When the Docker Engine answers, it runs a
-//! container of that image, runs `imagewatch watch --refresh docker` for it, pushes v2 and shows
-//! the container (same name) moved to v2 with `docker inspect` before and after; without an
+//! container of that image labelled `imagewatch.enable=true`, runs `imagewatch watch --discover
+//! docker --refresh docker --cleanup`, which finds it, pushes v2 and shows the container (same
+//! name) moved to v2 with `docker inspect` before and after, and the old image gone; without an
 //! engine it says why and shows the exec refresher running a command on the move instead.
 //! Prints every command it runs (secrets as `***`), removes the demo's containers and images and
 //! stops everything at the end, passing or failing; exits non-zero when the move is not
@@ -272,7 +273,16 @@ fn docker_demo(setup: &Setup, engine: &str) -> Result<(), String> {
     let mut leftovers = Leftovers::new(&docker, &name, reference);
     docker.login(&setup.registry.host(), USER, PASSWORD)?;
     docker.run(&["pull", "--quiet", reference])?;
-    docker.run(&["run", "--detach", "--name", &name, reference])?;
+    // Opted in by its label: imagewatch finds it by discovery, not by a reference it is given.
+    docker.run(&[
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--label",
+        "imagewatch.enable=true",
+        reference,
+    ])?;
     let before = wait_running(&docker, &name)?;
     leftovers.image(&before.image_id);
     say(&format!("container {name} before the push:"));
@@ -293,8 +303,8 @@ fn docker_demo(setup: &Setup, engine: &str) -> Result<(), String> {
         "2s",
         "--jitter",
         "0",
-        "--image",
-        reference,
+        "--discover",
+        "docker",
         "--refresh",
         "docker",
         "--docker-mode",
@@ -303,10 +313,16 @@ fn docker_demo(setup: &Setup, engine: &str) -> Result<(), String> {
         &name,
         "--stop-timeout",
         "1s",
+        "--settle",
+        "1s",
+        "--cleanup",
     ]
     .map(str::to_owned)
     .to_vec();
     let mut watch = setup.watch(&args, &env)?;
+    watch
+        .wait_for(DETECT_TIMEOUT, |line| line.contains("discovered"))
+        .map_err(|e| format!("the watcher did not discover {name}: {e}"))?;
     watch
         .wait_for(DETECT_TIMEOUT, |line| line.contains("seeded"))
         .map_err(|e| format!("the watcher did not seed {reference}: {e}"))?;
@@ -336,6 +352,14 @@ fn docker_demo(setup: &Setup, engine: &str) -> Result<(), String> {
         before.version_label,
         after.version_label,
     ));
+    let old_image = docker_cli::short_id(&before.image_id);
+    if docker.quiet(&["image", "inspect", &before.image_id]).is_ok() {
+        say(&format!("--cleanup: the old image {old_image} is still on the host"));
+    } else {
+        say(&format!(
+            "--cleanup: the old image {old_image} was removed (no container uses it any more)"
+        ));
+    }
     say(&format!(
         "the container was on v{V2} {:.1}s after the push; removing the demo's container and images",
         moved_after.as_secs_f64()

@@ -412,3 +412,27 @@ fn state_postgres_sends_only_constant_sql_with_parameters() {
         offenders.join("\n")
     );
 }
+
+#[test]
+fn discovery_only_reads_the_engine() {
+    const WRITES: &[&str] = &[
+        "create_container",
+        "start_container",
+        "stop_container",
+        "restart_container",
+        "rename_container",
+        "remove_container",
+        "kill_container",
+        "remove_image",
+        "create_exec",
+        "connect_network",
+    ];
+    let file = root().join("crates/refresh/src/docker/discover.rs");
+    let code = shipped_code(&file);
+    let found: Vec<&&str> = WRITES.iter().filter(|call| code.contains(**call)).collect();
+    assert!(
+        found.is_empty(),
+        "{} changes containers ({found:?}); discovery must only list, inspect and follow events",
+        file.display()
+    );
+}

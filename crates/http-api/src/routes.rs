@@ -174,7 +174,8 @@ impl Shared {
                 return error(StatusCode::BAD_REQUEST, invalid.to_string());
             }
         };
-        let index = WatchIndex::new(self.triggers.watch_set());
+        let watch_set = self.triggers.watch_set();
+        let index = WatchIndex::new(&watch_set);
         let mut references: Vec<(ImageReference, Option<Digest>)> = Vec::new();
         let mut selected = std::collections::HashSet::new();
         for name in &names {
@@ -438,8 +439,20 @@ fn image_json(state: &ImageState) -> Value {
             "reason": p.reason,
             "at": time(p.at),
         })),
+        "retry": state.retry.as_ref().map(|r| json!({
+            "digest": r.digest.as_str(),
+            "failures": r.failures,
+            "next_attempt": time(r.next_attempt),
+            "policy": RETRY_POLICY,
+        })),
     })
 }
+
+/// How a digest whose refresh failed is retried, stated beside each failing image in `/status`
+/// (the refresh's own error says what the attempt cost: nothing for a start-first container,
+/// the seconds it was down for a stop-first one).
+const RETRY_POLICY: &str =
+    "the failing digest is retried 1, 2, 4, ... ticks apart (at most every hour); a newer digest at once";
 
 /// `GET /status`: beyond loopback only with the API token (it lists every image and error).
 async fn status(State(api): Api, headers: HeaderMap) -> Response {

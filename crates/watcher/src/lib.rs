@@ -30,7 +30,9 @@ pub use report::{ImageReport, ImageStatus, TickCounts, TickReport};
 pub use retry::MAX_RETRY_DELAY;
 pub use source::{CheckError, CheckErrorKind, DigestSource};
 pub use state::{FirstSeen, LoadedState, STATE_VERSION, SetAside, StateError, StateFile};
-pub use status::{ErrorRecord, ImageState, PendingRecord, RefreshRecord, StatusBoard, TickKind, WatcherMetrics};
+pub use status::{
+    ErrorRecord, ImageState, PendingRecord, RefreshRecord, RetryRecord, StatusBoard, TickKind, WatcherMetrics,
+};
 pub use store::{Leadership, StateStore, StoreError};
 pub use trigger::{FOLLOW_UP_DELAY, NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome};
 pub use watch_set::{DEFAULT_RUNTIMES, WatchSet, WatchSetError, WatchedImage, runtime_image};

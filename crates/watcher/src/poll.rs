@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use registry_core::{Digest, ImageReference, RegistryHost};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::{BackoffPolicy, Backoffs};
@@ -33,7 +33,7 @@ use crate::report::{ImageReport, ImageStatus, TickReport};
 use crate::retry::RefreshRetries;
 use crate::source::{CheckError, CheckErrorKind, DigestSource};
 use crate::state::{FirstSeen, SetAside, StateFile};
-use crate::status::{StatusBoard, TickKind};
+use crate::status::{RetryRecord, StatusBoard, TickKind};
 use crate::store::{Leadership, StateStore, StoreError};
 use crate::trigger::{Batch, TriggerHandle};
 use crate::watch_set::{WatchSet, WatchedImage};
@@ -101,6 +101,11 @@ pub struct Watcher {
     retries: RefreshRetries,
     status: StatusBoard,
     triggers: TriggerHandle,
+    /// Whole new watch sets, from whoever changes the set at run time (see
+    /// [`Watcher::follow_watch_set`]).
+    set_updates: Option<watch::Receiver<WatchSet>>,
+    /// Each pass's report, for whoever tells people (see [`Watcher::send_reports_to`]).
+    reports: Option<mpsc::Sender<TickReport>>,
     gate: Option<Arc<dyn Gate>>,
     cooldown: Duration,
     /// Per image, the moved-to digest under cooldown and when it was first seen (persisted).
@@ -208,6 +213,8 @@ impl Watcher {
             state_set_aside,
             seen,
             dirty: false,
+            set_updates: None,
+            reports: None,
             gate: None,
             cooldown: Duration::ZERO,
             first_seen,
@@ -226,6 +233,53 @@ impl Watcher {
     pub fn with_cooldown(mut self, cooldown: Duration) -> Watcher {
         self.cooldown = cooldown;
         self
+    }
+
+    /// Sends a copy of every pass's report to `reports` once the pass is done. A full channel
+    /// drops the report (with a warning) rather than slow the loop down.
+    pub fn send_reports_to(&mut self, reports: mpsc::Sender<TickReport>) {
+        self.reports = Some(reports);
+    }
+
+    /// From now on [`Watcher::run`] takes each set sent on `updates` as its new watch set,
+    /// between passes (a set sent during a pass waits for its end; only the latest counts).
+    /// The set the channel holds when `run` starts is applied first. When every sender is
+    /// gone, the last set stays.
+    pub fn follow_watch_set(&mut self, mut updates: watch::Receiver<WatchSet>) {
+        updates.mark_changed();
+        self.set_updates = Some(updates);
+    }
+
+    /// Replaces the watch set: images that stay keep their digests and status, new ones are
+    /// checked at the next pass (a first sight seeds), the others are no longer checked (their
+    /// seen digests stay, so one that comes back is not re-seeded over a missed move). Answers
+    /// the images added.
+    pub fn replace_watch_set(&mut self, set: WatchSet) -> Vec<ImageReference> {
+        let added: Vec<ImageReference> = set
+            .images()
+            .iter()
+            .filter(|image| self.set.get(image.reference()).is_none())
+            .map(|image| image.reference().clone())
+            .collect();
+        let removed = self
+            .set
+            .images()
+            .iter()
+            .filter(|image| set.get(image.reference()).is_none())
+            .count();
+        if added.is_empty() && removed == 0 && set == self.set {
+            return added;
+        }
+        for image in self.set.images() {
+            if set.get(image.reference()).is_none() {
+                self.retries.succeeded(image.reference());
+            }
+        }
+        self.status.replace_set(&set, |image| self.seen.get(image).cloned());
+        self.triggers.replace_set(set.clone());
+        info!(images = set.len(), added = added.len(), removed, "watch set changed");
+        self.set = set;
+        added
     }
 
     pub fn watch_set(&self) -> &WatchSet {
@@ -305,6 +359,14 @@ impl Watcher {
         let mut next_poll = tokio::time::Instant::now();
         // When requests held back by the trigger spacing become due.
         let mut next_due: Option<tokio::time::Instant> = None;
+        let mut set_updates = self.set_updates.take();
+        // A set already waiting is the one the first tick runs on.
+        if let Some(updates) = &mut set_updates
+            && updates.has_changed().unwrap_or(false)
+        {
+            let set = updates.borrow_and_update().clone();
+            self.replace_watch_set(set);
+        }
         loop {
             let due = next_due;
             let woken = tokio::select! {
@@ -314,6 +376,18 @@ impl Watcher {
                 () = became_leader(&mut leadership) => {
                     info!("this replica leads now; checking every image");
                     false
+                }
+                changed = next_set(&mut set_updates) => {
+                    match changed {
+                        Some(set) => {
+                            for image in self.replace_watch_set(set) {
+                                // First sight: seeded now rather than at the next tick.
+                                let _ = triggers.check(&image);
+                            }
+                        }
+                        None => set_updates = None,
+                    }
+                    continue;
                 }
                 () = &mut shutdown => {
                     info!("shutdown requested");
@@ -366,6 +440,7 @@ impl Watcher {
             }
         }
         triggers.set_running(false);
+        self.set_updates = set_updates;
         self.save_state().await?;
         info!("stopped");
         Ok(())
@@ -681,6 +756,7 @@ impl Watcher {
                 self.retries.succeeded(reference);
                 self.holds.remove(reference);
                 self.first_seen.remove(reference);
+                self.status.record_retry(reference, None);
                 self.seen.insert(reference.clone(), digest.clone());
                 self.dirty = true;
                 if let Some(store) = self.state.as_ref().filter(|store| store.shared())
@@ -697,6 +773,15 @@ impl Watcher {
             }
             Err(error) => {
                 let retry_in = self.retries.failed(reference, &digest, self.config.interval, now);
+                let failures = self.retries.failures(reference);
+                self.status.record_retry(
+                    reference,
+                    Some(RetryRecord {
+                        digest: digest.clone(),
+                        failures,
+                        next_attempt: SystemTime::now() + retry_in,
+                    }),
+                );
                 error!(
                     image = %reference,
                     old = %old.short(),
@@ -822,6 +907,11 @@ impl Watcher {
             state_error,
         };
         self.status.record_tick(kind, report.duration, SystemTime::now());
+        if let Some(reports) = &self.reports
+            && let Err(mpsc::error::TrySendError::Full(_)) = reports.try_send(report.clone())
+        {
+            warn!("the tick report reader is behind; this tick's report is dropped");
+        }
         let counts = report.counts();
         let failed = report.failed();
         info!(
@@ -881,6 +971,18 @@ fn follow_up_claims(triggers: &TriggerHandle, batch: &Batch, report: &TickReport
             "the registry does not answer the announced digest yet; checking once more"
         );
         triggers.follow_up(image, tokio::time::Instant::now());
+    }
+}
+
+/// The next set sent on `updates`; `None` once every sender is gone. Never resolves without a
+/// channel.
+async fn next_set(updates: &mut Option<watch::Receiver<WatchSet>>) -> Option<WatchSet> {
+    let Some(receiver) = updates else {
+        return std::future::pending().await;
+    };
+    match receiver.changed().await {
+        Ok(()) => Some(receiver.borrow_and_update().clone()),
+        Err(_) => None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! Refresh retries. A move whose refresh failed is offered again at the next tick; if the same
 //! digest keeps failing, it is offered less and less often (2, 4, 8, ... ticks later, at most an
-//! hour), because a Docker recreate stops the old container before the new one has proved
-//! itself, so every attempt with a broken image costs a short outage. A newer digest is tried
-//! at once: it may be the fix.
+//! hour): a Docker recreate that must stop the old container first (stop-first) costs a short
+//! outage at every attempt with a broken image, and even a start-first attempt costs a pull and
+//! a settle period. A newer digest is tried at once: it may be the fix. The schedule of a
+//! failing image is on the status board (`/status`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -56,6 +57,11 @@ impl RefreshRetries {
             },
         );
         delay
+    }
+
+    /// Failed attempts in a row at the image's failing digest.
+    pub(crate) fn failures(&self, image: &ImageReference) -> u32 {
+        self.failed.get(image).map_or(0, |failed| failed.failures)
     }
 
     pub(crate) fn succeeded(&mut self, image: &ImageReference) {

@@ -106,6 +106,19 @@ pub struct ImageState {
     pub pending: Option<PendingRecord>,
     /// Registry checks made for this image since start.
     pub checks: u64,
+    /// The failing digest's retry schedule, while its refresh keeps failing.
+    pub retry: Option<RetryRecord>,
+}
+
+/// A digest whose refresh failed, and when it is tried again (see the retry policy: 1, 2, 4,
+/// ... ticks apart, at most an hour; a newer digest at once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryRecord {
+    pub digest: Digest,
+    /// Failed attempts in a row at this digest.
+    pub failures: u32,
+    /// The earliest the next attempt runs.
+    pub next_attempt: SystemTime,
 }
 
 /// One histogram, as cumulative bucket counts (one per [`TICK_BUCKETS`] bound, then `+Inf`).
@@ -185,10 +198,47 @@ struct Counters {
 
 #[derive(Debug)]
 struct Board {
-    /// Each image's index in `images`: the watch set is fixed, and a tick records 1,000 images.
-    positions: HashMap<ImageReference, usize>,
-    images: Mutex<Vec<ImageState>>,
+    images: Mutex<Images>,
     counters: Mutex<Counters>,
+}
+
+/// The images' states in watch-set order, with each one's index (a tick records 1,000 images).
+#[derive(Debug, Default)]
+struct Images {
+    positions: HashMap<ImageReference, usize>,
+    list: Vec<ImageState>,
+}
+
+impl Images {
+    fn new(list: Vec<ImageState>) -> Images {
+        let positions = list
+            .iter()
+            .enumerate()
+            .map(|(index, state)| (state.image.clone(), index))
+            .collect();
+        Images { positions, list }
+    }
+
+    fn get_mut(&mut self, image: &ImageReference) -> Option<&mut ImageState> {
+        let index = *self.positions.get(image)?;
+        self.list.get_mut(index)
+    }
+}
+
+fn fresh_state(image: &crate::watch_set::WatchedImage, seen_digest: Option<Digest>) -> ImageState {
+    ImageState {
+        image: image.reference().clone(),
+        runtime: image.runtime().map(str::to_owned),
+        seen_digest,
+        last_digest: None,
+        last_check: None,
+        last_result: None,
+        last_error: None,
+        last_refresh: None,
+        pending: None,
+        checks: 0,
+        retry: None,
+    }
 }
 
 /// Shared, cheap to clone: the watcher writes, any number of readers copy.
@@ -208,46 +258,63 @@ impl StatusBoard {
         let images: Vec<ImageState> = set
             .images()
             .iter()
-            .map(|image| ImageState {
-                image: image.reference().clone(),
-                runtime: image.runtime().map(str::to_owned),
-                seen_digest: seen(image.reference()),
-                last_digest: None,
-                last_check: None,
-                last_result: None,
-                last_error: None,
-                last_refresh: None,
-                pending: None,
-                checks: 0,
-            })
+            .map(|image| fresh_state(image, seen(image.reference())))
             .collect();
         StatusBoard {
             board: Arc::new(Board {
-                positions: images
-                    .iter()
-                    .enumerate()
-                    .map(|(index, state)| (state.image.clone(), index))
-                    .collect(),
-                images: Mutex::new(images),
+                images: Mutex::new(Images::new(images)),
                 counters: Mutex::new(Counters::default()),
             }),
         }
     }
 
+    /// The watch set changed: images still watched keep what is known of them, new ones start
+    /// fresh (with the digest already seen, if any), the others are dropped. Counters stay.
+    pub(crate) fn replace_set(&self, set: &WatchSet, seen: impl Fn(&ImageReference) -> Option<Digest>) {
+        let mut images = lock(&self.board.images);
+        let list = set
+            .images()
+            .iter()
+            .map(|image| {
+                let known = images
+                    .positions
+                    .get(image.reference())
+                    .and_then(|index| images.list.get(*index));
+                match known {
+                    Some(state) => ImageState {
+                        runtime: image.runtime().map(str::to_owned),
+                        ..state.clone()
+                    },
+                    None => fresh_state(image, seen(image.reference())),
+                }
+            })
+            .collect();
+        *images = Images::new(list);
+    }
+
     /// A copy of every image's state, in watch-set order.
     pub fn images(&self) -> Vec<ImageState> {
-        lock(&self.board.images).clone()
+        lock(&self.board.images).list.clone()
     }
 
     /// A copy of one image's state.
     pub fn image(&self, image: &ImageReference) -> Option<ImageState> {
-        let index = *self.board.positions.get(image)?;
-        lock(&self.board.images).get(index).cloned()
+        let images = lock(&self.board.images);
+        let index = *images.positions.get(image)?;
+        images.list.get(index).cloned()
+    }
+
+    /// Notes that a refresh of `image` failed `failures` time(s) in a row for the same digest,
+    /// and when the next attempt may run; `None` clears it (refreshed, or a newer digest).
+    pub(crate) fn record_retry(&self, image: &ImageReference, retry: Option<RetryRecord>) {
+        if let Some(state) = lock(&self.board.images).get_mut(image) {
+            state.retry = retry;
+        }
     }
 
     /// The counters now.
     pub fn metrics(&self) -> WatcherMetrics {
-        let images = lock(&self.board.images).len();
+        let images = lock(&self.board.images).list.len();
         let counters = lock(&self.board.counters);
         WatcherMetrics {
             checks: CHECK_RESULTS.iter().copied().zip(counters.checks).collect(),
@@ -283,11 +350,10 @@ impl StatusBoard {
                 _ => {}
             }
         }
-        let Some(&index) = self.board.positions.get(image) else {
+        let mut images = lock(&self.board.images);
+        let Some(state) = images.get_mut(image) else {
             return;
         };
-        let mut images = lock(&self.board.images);
-        let state = &mut images[index];
         state.last_result = Some(status.label());
         let checked = !matches!(status, ImageStatus::BackedOff { .. } | ImageStatus::Interrupted);
         if checked {

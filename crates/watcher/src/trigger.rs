@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use registry_core::{Digest, ImageReference};
@@ -108,7 +108,8 @@ struct Progress {
 
 #[derive(Debug)]
 struct Shared {
-    set: WatchSet,
+    /// Replaced whole when the watch set changes at run time.
+    set: RwLock<Arc<WatchSet>>,
     spacing: Duration,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -144,7 +145,7 @@ impl TriggerHandle {
     pub(crate) fn new(set: WatchSet, spacing: Duration) -> TriggerHandle {
         TriggerHandle {
             shared: Arc::new(Shared {
-                set,
+                set: RwLock::new(Arc::new(set)),
                 spacing,
                 queue: Mutex::new(Queue {
                     all: None,
@@ -169,9 +170,18 @@ impl TriggerHandle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The images a request may name.
-    pub fn watch_set(&self) -> &WatchSet {
-        &self.shared.set
+    /// The images a request may name, now.
+    pub fn watch_set(&self) -> Arc<WatchSet> {
+        self.shared
+            .set
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The watch set changed: requests may name the images of `set` from now on.
+    pub(crate) fn replace_set(&self, set: WatchSet) {
+        *self.shared.set.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(set);
     }
 
     /// Asks for a check of `image` (a reference of the watch set; a `tag@digest` form is taken
@@ -188,10 +198,11 @@ impl TriggerHandle {
         claim: Option<Digest>,
     ) -> Result<(TriggerOutcome, Ticket), NotWatched> {
         let image = image.without_digest();
-        if self.shared.set.get(&image).is_none() {
+        let set = self.watch_set();
+        if set.get(&image).is_none() {
             return Err(NotWatched {
                 image: image.to_string(),
-                watched: self.shared.set.len(),
+                watched: set.len(),
             });
         }
         let mut queue = self.queue();
@@ -279,7 +290,7 @@ impl TriggerHandle {
         if let Some(ticket) = queue.all.take() {
             let mut tickets = vec![ticket];
             tickets.extend(queue.images.drain(..).map(|(_, t)| t));
-            for image in self.shared.set.images() {
+            for image in self.watch_set().images() {
                 queue.started.insert(image.reference().clone(), now);
             }
             queue.follow_ups.clear();

@@ -291,10 +291,22 @@ async fn a_digest_whose_refresh_keeps_failing_is_retried_less_and_less_often_but
     );
     assert_eq!(h.refresher.events().len(), 4);
     assert_eq!(watcher.seen(&reference(A)), Some(&digest('a')));
+    let retry = watcher
+        .status()
+        .image(&reference(A))
+        .and_then(|state| state.retry)
+        .expect("the status board shows the retry schedule");
+    assert_eq!((retry.digest, retry.failures), (digest('b'), 4));
+    assert!(
+        retry.next_attempt > std::time::SystemTime::now(),
+        "the next attempt is ahead"
+    );
 
     h.source.publish(A, 'c');
     let report = watcher.tick().await;
     assert_eq!(label(&report, A), "refresh_failed", "a newer digest is tried at once");
+    let retry = watcher.status().image(&reference(A)).and_then(|state| state.retry);
+    assert_eq!(retry.map(|r| (r.digest, r.failures)), Some((digest('c'), 1)));
     assert_eq!(
         h.refresher.events().last().map(|event| event.new_digest.clone()),
         Some(digest('c'))

@@ -330,3 +330,33 @@ async fn a_claimed_digest_not_answered_yet_buys_exactly_one_follow_up(
     assert_eq!(trigger.counts().follow_ups, 1);
     assert_eq!(status.image(&a).expect("watched").last_result, Some(expected_result));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_watch_set_is_followed_between_passes_and_new_images_are_seeded_at_once() {
+    let source = answering_a_and_b(Duration::ZERO);
+    let mut watcher = watcher(&source, Duration::from_secs(600));
+    let trigger = watcher.trigger();
+    let status = watcher.status();
+    let mut only_a = WatchSet::new();
+    only_a.add_image(reference(A)).expect("valid");
+    let (updates, receiver) = tokio::sync::watch::channel(only_a.clone());
+    watcher.follow_watch_set(receiver);
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(trigger.check(&reference(B)).is_err(), "B left the set");
+        assert_eq!(status.images().len(), 1);
+        let mut both = only_a.clone();
+        both.add_image(reference(B)).expect("valid");
+        updates.send(both).expect("watcher follows");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let images = status.images();
+        assert_eq!(images.len(), 2, "B is back");
+        assert_eq!(images[1].seen_digest, Some(digest('b')), "and was seeded at once");
+        assert!(trigger.check(&reference(B)).is_ok(), "B may be asked for again");
+    })
+    .await;
+    // The first tick ran on the set waiting in the channel ({A}), so B was checked once: when
+    // it came back.
+    assert_eq!(source.calls_for(B), 1);
+    assert_eq!(source.calls_for(A), 1, "the ticks' schedule is untouched");
+}

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use refresh::{
-    ContainerFilter, DockerConfig, DockerMode, DockerRefresher, ExecConfig, ExecRefresher, WebhookConfig,
-    WebhookRefresher,
+    ContainerFilter, Discovered, Discovery, DiscoveryConfig, DockerConfig, DockerMode, DockerRefresher, ExecConfig,
+    ExecRefresher, Notifier, NotifyTarget, UpdateOrder, WebhookConfig, WebhookRefresher,
 };
 use registry_auth::EngineAuths;
 use registry_core::{ImageReference, Secret};
@@ -121,6 +121,9 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_HEALTH_TIMEOUT", default_value = "60s", value_parser = duration, help_heading = "Docker refresher")]
     health_timeout: Duration,
 
+    #[command(flatten)]
+    host: DockerHostArgs,
+
     /// The URL events are POSTed to.
     #[arg(
         long,
@@ -198,6 +201,55 @@ pub struct Args {
     fleet: fleet::FleetArgs,
 }
 
+/// Docker hosts as their operators run them: discovery, update order, cleanup.
+#[derive(Debug, clap::Args)]
+struct DockerHostArgs {
+    /// Also watch the images this host's containers run (`docker`): only containers labelled
+    /// `imagewatch.enable=true` (or Watchtower's), followed as they come and go. Then only
+    /// such containers are refreshed.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "SOURCE",
+        env = "IMAGEWATCH_DISCOVER",
+        help_heading = "Docker host"
+    )]
+    discover: Option<DiscoverSource>,
+    /// With `--discover`: every container except those labelled `imagewatch.enable=false`.
+    #[arg(
+        long,
+        env = "IMAGEWATCH_DISCOVER_ALL",
+        requires = "discover",
+        help_heading = "Docker host"
+    )]
+    discover_all: bool,
+    /// `auto`: start the new container beside the old one and prove it first, unless they would
+    /// clash (fixed host port, host or shared network, fixed IP, read-write volume/bind);
+    /// `stop-first`: always stop the old one first.
+    #[arg(long, value_name = "ORDER", env = "IMAGEWATCH_UPDATE_ORDER", default_value = "auto", value_parser = str::parse::<UpdateOrder>, help_heading = "Docker host")]
+    update_order: UpdateOrder,
+    /// Remove the previous image after a successful recreate, when no container uses it.
+    #[arg(long, env = "IMAGEWATCH_CLEANUP", help_heading = "Docker host")]
+    cleanup: bool,
+    /// How long a container's `imagewatch.pre-update` / `post-update` hook may run.
+    #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_HOOK_TIMEOUT", default_value = "60s", value_parser = duration, help_heading = "Docker host")]
+    hook_timeout: Duration,
+    /// One message per tick that moved something, as `FORMAT=URL` (repeatable); FORMAT is
+    /// slack, discord, teams, ntfy, gotify or apprise. The URL is a secret: https only
+    /// (loopback excepted), shown in logs as its origin.
+    #[arg(long = "notify", value_name = "FORMAT=URL", env = "IMAGEWATCH_NOTIFY", value_delimiter = ',', hide_env_values = true, value_parser = NotifyTarget::parse, help_heading = "Notifications")]
+    notify: Vec<NotifyTarget>,
+    /// Per message.
+    #[arg(long, value_name = "DURATION", env = "IMAGEWATCH_NOTIFY_TIMEOUT", default_value = "10s", value_parser = duration, help_heading = "Notifications")]
+    notify_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DiscoverSource {
+    /// The containers of the Docker Engine the refresher talks to.
+    Docker,
+}
+
 fn duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim())
         .map_err(|e| format!("{e}; expected a duration such as `30s`, `5m` or `1h`"))
@@ -225,6 +277,15 @@ impl Args {
                     "{AUTO_REFRESH_ENV}={value:?} is not a boolean; expected `true` or `false`"
                 ))),
             },
+        }
+    }
+
+    /// The containers a refresh (and discovery) may touch.
+    fn container_filter(&self) -> ContainerFilter {
+        ContainerFilter {
+            name_prefix: self.container_prefix.clone().filter(|p| !p.is_empty()),
+            label: self.container_label.clone(),
+            opt_in: self.host.discover.is_some() && !self.host.discover_all,
         }
     }
 
@@ -259,6 +320,9 @@ impl Args {
             }
         }
         if runtimes.is_empty() && images.is_empty() {
+            if self.host.discover.is_some() {
+                return Ok(WatchSet::new());
+            }
             return WatchSet::default_runtimes(&settings.prefix).map_err(Failure::config);
         }
         let mut set = WatchSet::runtimes(&settings.prefix, &runtimes).map_err(Failure::config)?;
@@ -272,8 +336,16 @@ impl Args {
 
 pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     let settings = Settings::from_env()?;
-    let set = args.watch_set(&settings)?;
+    let base = args.watch_set(&settings)?;
     let kind = args.refresh_kind()?;
+    let discovery = match args.host.discover {
+        Some(DiscoverSource::Docker) => Some(discovery(&args).await?),
+        None => None,
+    };
+    let set = match &discovery {
+        Some((_, found)) => found.watch_set(&base),
+        None => base.clone(),
+    };
     if args.concurrency == 0 {
         return Err(Failure::Config("--concurrency 0: expected at least 1".into()));
     }
@@ -314,13 +386,13 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         Some(fleet::StateArg::Postgres(url)) => {
             let store: Arc<dyn watcher::StateStore> = Arc::new(args.fleet.postgres(url).await?);
             let leadership = store.leadership_changes();
-            let watcher = Watcher::with_store(set, Arc::new(source), refresher, config, store)
+            let watcher = Watcher::with_store(set.clone(), Arc::new(source), refresher, config, store)
                 .await
                 .map_err(Failure::config)?;
             (watcher, leadership)
         }
         _ => (
-            Watcher::new(set, Arc::new(source), refresher, config).map_err(Failure::config)?,
+            Watcher::new(set.clone(), Arc::new(source), refresher, config).map_err(Failure::config)?,
             None,
         ),
     };
@@ -328,11 +400,32 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     if !policy.is_empty() {
         watcher = watcher.with_gate(Arc::new(trust_gate::TrustGate::new(client, policy)));
     }
+    if let Some((discovery, _)) = discovery
+        && !args.once
+    {
+        let (updates, receiver) = tokio::sync::watch::channel(set);
+        watcher.follow_watch_set(receiver);
+        tokio::spawn(discovery.follow(base, updates));
+    }
+
+    let notifier = if args.host.notify.is_empty() {
+        None
+    } else {
+        let notifier = Notifier::new(args.host.notify.clone(), args.host.notify_timeout).map_err(Failure::Config)?;
+        let (reports, received) = tokio::sync::mpsc::channel(16);
+        watcher.send_reports_to(reports);
+        Some(tokio::spawn(notifier.serve(received)))
+    };
 
     let server = args.api.start(&watcher, stats, leadership, args.once).await?;
     if args.once {
         let report = watcher.tick().await;
         print!("{report}");
+        if let Some(notifier) = notifier {
+            // The watcher holds the sender: dropping it lets the notifier finish this tick.
+            drop(watcher);
+            let _ = notifier.await;
+        }
         let failed = report.images.iter().filter(|image| image.status.is_failure()).count();
         if report.failed() {
             return Err(Failure::Check(match &report.state_error {
@@ -360,13 +453,13 @@ async fn refresher(args: &Args, kind: RefreshKind, engine_auth: EngineAuths) -> 
                     ModeArg::Recreate => DockerMode::Recreate,
                     ModeArg::Remove => DockerMode::Remove,
                 },
-                filter: ContainerFilter {
-                    name_prefix: args.container_prefix.clone().filter(|p| !p.is_empty()),
-                    label: args.container_label.clone(),
-                },
+                filter: args.container_filter(),
                 stop_timeout: args.stop_timeout,
                 settle: args.settle,
                 health_timeout: args.health_timeout,
+                order: args.host.update_order,
+                cleanup: args.host.cleanup,
+                hook_timeout: args.host.hook_timeout,
                 ..DockerConfig::default()
             };
             Arc::new(
@@ -422,6 +515,38 @@ fn exec_environment(named: &[String]) -> Vec<(String, Secret)> {
         .collect()
 }
 
+/// Connects discovery to the engine and scans once, so the hosts of the discovered images are
+/// wired from the start. Images on a host first seen later are checked with the providers of
+/// the hosts known at start (none: anonymously).
+async fn discovery(args: &Args) -> Result<(Discovery, Discovered), Failure> {
+    let engine = DockerConfig {
+        endpoint: args.docker_host.clone().filter(|h| !h.trim().is_empty()),
+        ..DockerConfig::default()
+    };
+    let connected = DockerRefresher::connect(engine, Arc::new(registry_core::AnonymousPulls))
+        .await
+        .map_err(Failure::config)?;
+    let discovery = Discovery::new(
+        connected.docker().clone(),
+        DiscoveryConfig {
+            filter: args.container_filter(),
+            ..DiscoveryConfig::default()
+        },
+    );
+    let found = discovery.scan().await.map_err(Failure::config)?;
+    for skipped in &found.skipped {
+        tracing::warn!(container = %skipped.container, image = %skipped.image, reason = %skipped.reason, "container not watched");
+    }
+    info!(
+        images = found.images.len(),
+        containers = found.images.iter().map(|image| image.containers.len()).sum::<usize>(),
+        skipped = found.skipped.len(),
+        all = args.host.discover_all,
+        "discovered"
+    );
+    Ok((discovery, found))
+}
+
 /// Resolves on SIGINT or SIGTERM. If a handler cannot be installed, that signal is simply not
 /// awaited (the other still is).
 async fn shutdown_signal() {
@@ -463,6 +588,7 @@ mod tests {
             "github-s3cret",
             "gitea-s3cret",
             "pg-s3cret",
+            "discord-s3cret",
         ];
         let command = Command::try_parse_from([
             "watch",
@@ -478,6 +604,8 @@ mod tests {
             secrets[4],
             "--state",
             "postgres://imagewatch:pg-s3cret@127.0.0.1:5432/watch",
+            "--notify",
+            &format!("discord=https://discord.com/api/webhooks/1/{}", secrets[6]),
         ])
         .expect("valid arguments");
         let printed = format!("{command:?}");

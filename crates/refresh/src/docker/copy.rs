@@ -11,7 +11,8 @@ use bollard::models::{
 ///
 /// Values the container only has because the OLD image set them (env, labels, cmd, entrypoint,
 /// working dir, user, ports, volumes, healthcheck, ...) are dropped, so the new image's values
-/// apply; everything set on the container itself is kept.
+/// apply; everything set on the container itself is kept. A container of a Compose project
+/// keeps its anonymous volumes too, as `docker compose up` keeps them when it recreates one.
 pub fn create_body(
     old: &ContainerInspectResponse,
     image: Option<&ImageConfig>,
@@ -45,6 +46,12 @@ pub fn create_body(
         shell,
     } = config;
     let mut host_config = old.host_config.clone().unwrap_or_default();
+    if super::compose::project_service(labels.as_ref()).is_some() {
+        let carried = anonymous_volumes(old);
+        if !carried.is_empty() {
+            host_config.binds.get_or_insert_with(Vec::new).extend(carried);
+        }
+    }
     let network_mode = host_config.network_mode.clone().unwrap_or_else(|| "default".into());
     let shares_namespace = network_mode.starts_with("container:") || network_mode == "host";
     // The engine's default hostname is the short container ID: let the new one get its own.
@@ -130,6 +137,22 @@ pub fn create_body(
         }
     }
     (body, extra)
+}
+
+/// The old container's anonymous volumes as `name:destination[:ro]` binds, so a copy mounts the
+/// same data.
+pub(super) fn anonymous_volumes(old: &ContainerInspectResponse) -> Vec<String> {
+    old.mounts
+        .iter()
+        .flatten()
+        .filter(|mount| mount.typ.as_deref() == Some("volume"))
+        .filter_map(|mount| {
+            let name = mount.name.as_deref().filter(|name| super::order::is_anonymous(name))?;
+            let destination = mount.destination.as_deref()?;
+            let read_only = if mount.rw == Some(false) { ":ro" } else { "" };
+            Some(format!("{name}:{destination}{read_only}"))
+        })
+        .collect()
 }
 
 /// The parts of an endpoint that were configured, not assigned at run time.

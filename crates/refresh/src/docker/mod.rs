@@ -9,7 +9,7 @@
 //! It compares images by the engine's image ID only, never a local digest with a registry
 //! digest (a multi-arch index digest never equals a platform digest).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -21,17 +21,26 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, NetworkConnectRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RenameContainerOptionsBuilder,
+    RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
 use registry_core::{AuthError, EngineAuthSource, ImageReference, RegistryHost, Secret};
 use tracing::{debug, info, warn};
 use watcher::{RefreshError, RefreshEvent, RefreshOutcome, Refresher};
 
+pub mod compose;
 mod copy;
+pub mod discover;
+pub mod hooks;
+pub mod labels;
+mod order;
 mod verify;
 
 pub use copy::create_body;
+pub use discover::{Discovered, DiscoveredImage, Discovery, DiscoveryConfig, Skipped};
+use hooks::{Hook, HookResult};
+pub use order::{Order, UpdateOrder, order_for};
 use verify::{Verdict, clip_front, judge};
 
 /// The engine address used when none is configured and `DOCKER_HOST` is unset.
@@ -44,6 +53,24 @@ const NEW_MARK: &str = "-imagewatch-new-";
 const VERIFY_POLL: Duration = Duration::from_millis(250);
 /// How many of its last log lines a new container that went down reports.
 const LOG_TAIL_LINES: usize = 10;
+
+/// What a start-first attempt that failed did, when it cleaned up after itself.
+pub const ROLLED_BACK_START_FIRST: &str =
+    "rolled back: the new container was removed; start-first: the old container kept running throughout";
+
+/// A step of a swap that failed: the step, what went wrong, what the rollback did.
+type StepFailure = (&'static str, String, String);
+
+/// The containers of one swap: the old one, its copy on the new image and the name the old one
+/// is parked under meanwhile.
+#[derive(Clone, Copy)]
+struct Swap<'a> {
+    name: &'a str,
+    old_id: &'a str,
+    new_id: &'a str,
+    aside: &'a str,
+    signal: Option<&'a str>,
+}
 
 /// What to do with the containers of a moved image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +111,9 @@ pub struct ContainerFilter {
     pub name_prefix: Option<String>,
     /// Only containers carrying this label with this value.
     pub label: Option<(String, String)>,
+    /// Only containers labelled `imagewatch.enable=true` (or Watchtower's enable label). Either
+    /// way a container labelled `...enable=false` is never touched.
+    pub opt_in: bool,
 }
 
 impl ContainerFilter {
@@ -95,7 +125,8 @@ impl ContainerFilter {
         }
     }
 
-    fn matches(&self, name: &str, labels: Option<&HashMap<String, String>>) -> bool {
+    /// Whether a container of this name and these labels is in.
+    pub fn matches(&self, name: &str, labels: Option<&HashMap<String, String>>) -> bool {
         let name_ok = self
             .name_prefix
             .as_deref()
@@ -105,7 +136,12 @@ impl ContainerFilter {
                 .and_then(|labels| labels.get(key))
                 .is_some_and(|found| found == value)
         });
-        name_ok && label_ok
+        let enabled = match labels::enabled(labels) {
+            labels::Enabled::Yes => true,
+            labels::Enabled::No => false,
+            labels::Enabled::Unlabelled => !self.opt_in,
+        };
+        name_ok && label_ok && enabled
     }
 }
 
@@ -130,6 +166,12 @@ pub struct DockerConfig {
     /// report `healthy` (counted from its start, and never less than `settle`); `unhealthy`
     /// before that, or still `starting` after it, puts the old one back.
     pub health_timeout: Duration,
+    /// Start-first where nothing exclusive clashes, or always stop-first.
+    pub order: UpdateOrder,
+    /// Remove the image a recreate moved containers off, when no container uses it any more.
+    pub cleanup: bool,
+    /// How long a lifecycle hook (`imagewatch.pre-update`, ...) may run.
+    pub hook_timeout: Duration,
 }
 
 impl Default for DockerConfig {
@@ -143,6 +185,9 @@ impl Default for DockerConfig {
             pull_timeout: Duration::from_secs(600),
             settle: Duration::from_secs(5),
             health_timeout: Duration::from_secs(60),
+            order: UpdateOrder::Auto,
+            cleanup: false,
+            hook_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -158,6 +203,19 @@ pub struct DockerOutcome {
     pub removed: Vec<String>,
     /// Containers of the reference already on the pulled image: left alone.
     pub up_to_date: Vec<String>,
+    /// Of `recreated`, those whose new container started beside the old one (no outage).
+    pub started_first: Vec<String>,
+    /// Containers labelled monitor-only: the move is reported, the container left alone.
+    pub monitored: Vec<String>,
+    /// Containers whose pre-update hook asked to skip this update (exit code 75): `name: why`.
+    pub skipped: Vec<String>,
+    /// Containers of a Compose project restarted because they depend on a recreated one, in
+    /// the order they were restarted.
+    pub restarted: Vec<String>,
+    /// The image IDs recreated containers ran before.
+    pub replaced_images: Vec<String>,
+    /// Of `replaced_images`, those removed by cleanup.
+    pub images_removed: Vec<String>,
     /// Things that did not stop the refresh (an old container that could not be removed).
     pub warnings: Vec<String>,
 }
@@ -171,6 +229,22 @@ impl DockerOutcome {
             list(&self.removed),
             list(&self.up_to_date)
         );
+        if !self.started_first.is_empty() {
+            summary.push_str(&format!("; start-first {}", list(&self.started_first)));
+        }
+        if !self.monitored.is_empty() {
+            summary.push_str(&format!("; monitor-only {}", list(&self.monitored)));
+        }
+        if !self.skipped.is_empty() {
+            summary.push_str(&format!("; skipped by their pre-update hook {}", list(&self.skipped)));
+        }
+        if !self.restarted.is_empty() {
+            summary.push_str(&format!("; dependents restarted {}", list(&self.restarted)));
+        }
+        if !self.images_removed.is_empty() {
+            let short: Vec<String> = self.images_removed.iter().map(|id| short_id(id).to_owned()).collect();
+            summary.push_str(&format!("; old image(s) removed {}", list(&short)));
+        }
         for warning in &self.warnings {
             summary.push_str("; warning: ");
             summary.push_str(warning);
@@ -370,6 +444,8 @@ impl DockerRefresher {
             ..DockerOutcome::default()
         };
         let mut failures = Vec::new();
+        // Compose services recreated, per project: their dependents restart afterwards.
+        let mut recreated_services: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for container in self.containers_of(image).await? {
             let name = container_name(&container);
             if container.image.as_deref() == Some(image_id.as_str()) {
@@ -377,11 +453,64 @@ impl DockerRefresher {
                 outcome.up_to_date.push(name);
                 continue;
             }
-            let result = match self.config.mode {
+            let labels = container.config.as_ref().and_then(|config| config.labels.as_ref());
+            if labels::monitor_only(labels) {
+                info!(container = %name, image = %image, "monitor-only: the move is reported, the container left alone");
+                outcome.monitored.push(name);
+                continue;
+            }
+            let mode = match labels::value(labels, &[labels::MODE]).map(str::parse::<DockerMode>) {
+                None => self.config.mode,
+                Some(Ok(mode)) => mode,
+                Some(Err(why)) => {
+                    let failure = ContainerFailure {
+                        container: name.clone(),
+                        step: "check",
+                        message: format!("label {}: {why}", labels::MODE),
+                        rollback: "the container was not touched".into(),
+                    };
+                    warn!(container = %name, error = %failure.message, "container not refreshed");
+                    failures.push(failure);
+                    continue;
+                }
+            };
+            let was_running = container
+                .state
+                .as_ref()
+                .and_then(|state| state.running)
+                .unwrap_or(false);
+            if was_running && let Some(command) = Hook::PreUpdate.command(labels) {
+                match hooks::run(&self.docker, &name, Hook::PreUpdate, &command, self.config.hook_timeout).await {
+                    HookResult::Succeeded => debug!(container = %name, "pre-update hook succeeded"),
+                    HookResult::AskedToSkip(why) => {
+                        info!(container = %name, reason = %why, "update skipped by the pre-update hook");
+                        outcome.skipped.push(format!("{name}: {why}"));
+                        continue;
+                    }
+                    HookResult::Failed(why) => {
+                        let failure = ContainerFailure {
+                            container: name.clone(),
+                            step: "pre-update hook",
+                            message: why,
+                            rollback: "update skipped; the container was not touched".into(),
+                        };
+                        warn!(container = %name, error = %failure.message, "container not refreshed");
+                        failures.push(failure);
+                        continue;
+                    }
+                }
+            }
+            let result = match mode {
                 DockerMode::Recreate => self.recreate(&container, &mut outcome).await,
                 DockerMode::Remove => self.remove(&name).await,
             };
-            match (result, self.config.mode) {
+            if result.is_ok() && mode == DockerMode::Recreate && was_running {
+                self.post_update(&name, &mut outcome).await;
+                if let Some((project, service)) = compose::project_service(labels) {
+                    recreated_services.entry(project).or_default().insert(service);
+                }
+            }
+            match (result, mode) {
                 (Ok(()), DockerMode::Recreate) => outcome.recreated.push(name),
                 (Ok(()), DockerMode::Remove) => outcome.removed.push(name),
                 (Err(failure), _) => {
@@ -389,6 +518,12 @@ impl DockerRefresher {
                     failures.push(failure);
                 }
             }
+        }
+        for (project, services) in &recreated_services {
+            self.restart_dependents(project, services, &mut outcome).await;
+        }
+        if self.config.cleanup {
+            self.clean_up(&mut outcome).await;
         }
         if failures.is_empty() {
             Ok(outcome)
@@ -398,6 +533,146 @@ impl DockerRefresher {
                 failures,
                 done: Box::new(outcome),
             })
+        }
+    }
+
+    /// Restarts the running containers of `project` that depend on `services` (directly or
+    /// not), each after what it depends on. Only containers the filter lets through are
+    /// touched; a failed restart is a warning.
+    async fn restart_dependents(&self, project: &str, services: &BTreeSet<String>, outcome: &mut DockerOutcome) {
+        let filters = HashMap::from([("label", vec![format!("{}={project}", compose::PROJECT)])]);
+        let options = ListContainersOptionsBuilder::new().filters(&filters).build();
+        let members: Vec<compose::Member> = match self.docker.list_containers(Some(options)).await {
+            Ok(containers) => containers
+                .into_iter()
+                .filter_map(|summary| {
+                    let name = summary
+                        .names
+                        .as_ref()
+                        .and_then(|names| names.first())
+                        .map(|name| name.trim_start_matches('/').to_owned())?;
+                    if name.contains(ASIDE_MARK) || name.contains(NEW_MARK) {
+                        return None;
+                    }
+                    let labels = summary.labels.as_ref();
+                    if !self.config.filter.matches(&name, labels) || labels::monitor_only(labels) {
+                        return None;
+                    }
+                    let (_, service) = compose::project_service(labels)?;
+                    Some(compose::Member {
+                        name,
+                        service,
+                        depends_on: compose::depends_on(labels),
+                    })
+                })
+                .collect(),
+            Err(e) => {
+                outcome.warnings.push(format!(
+                    "dependents of {project} not restarted: containers could not be listed: {}",
+                    describe(&e)
+                ));
+                return;
+            }
+        };
+        let seconds = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        for name in compose::dependents_in_order(services, &members) {
+            let options = RestartContainerOptionsBuilder::new().t(seconds).build();
+            match self.docker.restart_container(&name, Some(options)).await {
+                Ok(()) => {
+                    info!(container = %name, project = %project, "restarted: it depends on a recreated service");
+                    outcome.restarted.push(name);
+                }
+                Err(e) => {
+                    warn!(container = %name, error = %describe(&e), "dependent not restarted");
+                    outcome.warnings.push(format!(
+                        "{name} depends on a recreated service but was not restarted: {}",
+                        describe(&e)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Runs the new container's post-update hook, if its labels have one; a failure is a
+    /// warning, since the new container serves already.
+    async fn post_update(&self, name: &str, outcome: &mut DockerOutcome) {
+        let labels = match self.docker.inspect_container(name, None).await {
+            Ok(inspected) => inspected.config.and_then(|config| config.labels),
+            Err(e) => {
+                outcome
+                    .warnings
+                    .push(format!("{name}: post-update hook not run: {}", describe(&e)));
+                return;
+            }
+        };
+        let Some(command) = Hook::PostUpdate.command(labels.as_ref()) else {
+            return;
+        };
+        match hooks::run(&self.docker, name, Hook::PostUpdate, &command, self.config.hook_timeout).await {
+            HookResult::Succeeded => debug!(container = %name, "post-update hook succeeded"),
+            HookResult::AskedToSkip(why) | HookResult::Failed(why) => {
+                warn!(container = %name, error = %why, "post-update hook failed");
+                outcome.warnings.push(format!("{name}: {why}"));
+            }
+        }
+    }
+
+    /// Removes each image recreated containers moved off, unless a container (of any image
+    /// reference, running or not) still uses it or it still has a tag. A failure is a warning:
+    /// the refresh itself succeeded.
+    async fn clean_up(&self, outcome: &mut DockerOutcome) {
+        let replaced: Vec<String> = outcome
+            .replaced_images
+            .iter()
+            .filter(|id| **id != outcome.image_id)
+            .cloned()
+            .collect();
+        if replaced.is_empty() {
+            return;
+        }
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let in_use: Vec<String> = match self.docker.list_containers(Some(options)).await {
+            Ok(containers) => containers.into_iter().filter_map(|c| c.image_id).collect(),
+            Err(e) => {
+                let warning = format!("cleanup skipped: containers could not be listed: {}", describe(&e));
+                warn!(error = %describe(&e), "cleanup skipped");
+                outcome.warnings.push(warning);
+                return;
+            }
+        };
+        for id in replaced {
+            if in_use.contains(&id) {
+                info!(image_id = %short_id(&id), "old image kept: a container still uses it");
+                continue;
+            }
+            let tags = match self.docker.inspect_image(&id).await {
+                Ok(image) => image.repo_tags.unwrap_or_default(),
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => continue,
+                Err(e) => {
+                    outcome
+                        .warnings
+                        .push(format!("old image {} not inspected: {}", short_id(&id), describe(&e)));
+                    continue;
+                }
+            };
+            if !tags.is_empty() {
+                info!(image_id = %short_id(&id), tags = %tags.join(","), "old image kept: still tagged");
+                continue;
+            }
+            // Never forced: the engine itself refuses to remove an image a container needs.
+            let options = RemoveImageOptionsBuilder::new().force(false).noprune(false).build();
+            match self.docker.remove_image(&id, Some(options), None).await {
+                Ok(_) => {
+                    info!(image_id = %short_id(&id), "old image removed");
+                    outcome.images_removed.push(id);
+                }
+                Err(e) => {
+                    warn!(image_id = %short_id(&id), error = %describe(&e), "old image not removed");
+                    outcome
+                        .warnings
+                        .push(format!("old image {} not removed: {}", short_id(&id), describe(&e)));
+                }
+            }
         }
     }
 
@@ -468,10 +743,16 @@ impl DockerRefresher {
         Ok(())
     }
 
-    /// create new (parked name) -> stop old -> rename old aside -> rename new -> start new ->
-    /// verify new -> remove old. Any failure from the stop on removes the new container, gives
-    /// the old one its name back and starts it if it was running. A container that was not
-    /// running is only created, so there is nothing to verify.
+    /// create new (parked name), connect its networks, then in the order [`order_for`] picks:
+    ///
+    /// - start-first (a running container with nothing exclusive): start new beside the old ->
+    ///   verify new -> rename old aside -> rename new -> stop and remove old. A failure before
+    ///   the renames removes the new container; the old one never stopped.
+    /// - stop-first: stop old -> rename old aside -> rename new -> start new -> verify new ->
+    ///   remove old. Any failure from the stop on removes the new container, gives the old one its
+    ///   name back and starts it again; the error says how long it was down.
+    ///
+    /// A container that was not running is only created, so there is nothing to verify.
     async fn recreate(
         &self,
         old: &ContainerInspectResponse,
@@ -528,31 +809,36 @@ impl DockerRefresher {
             }
         }
 
+        let signal = labels::stop_signal(old.config.as_ref().and_then(|config| config.labels.as_ref()));
         let aside = format!("{name}{ASIDE_MARK}{}", short_id(&old_id));
-        if was_running && let Err(e) = self.stop(&old_id).await {
-            let rollback = self.roll_back(&new_id, &old_id, None, &name, was_running).await;
-            return Err(failure("stop old", describe(&e), rollback));
-        }
-        if let Err(e) = self.rename(&old_id, &aside).await {
-            let rollback = self.roll_back(&new_id, &old_id, None, &name, was_running).await;
-            return Err(failure("rename old aside", e, rollback));
-        }
-        if let Err(e) = self.rename(&new_id, &name).await {
-            let rollback = self.roll_back(&new_id, &old_id, Some(&aside), &name, was_running).await;
-            return Err(failure("rename new", e, rollback));
-        }
-        if was_running && let Err(e) = self.docker.start_container(&new_id, None).await {
-            let rollback = self.roll_back(&new_id, &old_id, Some(&aside), &name, was_running).await;
-            return Err(failure("start new", describe(&e), rollback));
-        }
-        if was_running && let Err(why) = self.verify(&name, &new_id).await {
-            // A graceful stop first, so the new container's process can shut down cleanly; the
-            // forced remove of the rollback covers a stop that fails.
-            if let Err(e) = self.stop(&new_id).await {
-                debug!(container = %name, error = %describe(&e), "stopping the unproven new container");
+        let swap = Swap {
+            name: &name,
+            old_id: &old_id,
+            new_id: &new_id,
+            aside: &aside,
+            signal: signal.as_deref(),
+        };
+        let order = order_for(old, self.config.order);
+        match (&order, was_running) {
+            (Order::StartFirst, true) => {
+                self.swap_start_first(&swap)
+                    .await
+                    .map_err(|(step, message, rollback)| failure(step, message, rollback))?;
+                outcome.started_first.push(name.clone());
             }
-            let rollback = self.roll_back(&new_id, &old_id, Some(&aside), &name, was_running).await;
-            return Err(failure("verify", why, rollback));
+            (Order::StopFirst(why), _) => {
+                if was_running {
+                    info!(container = %name, order = %why, "stopping the old container first");
+                }
+                self.swap_stop_first(&swap, was_running, why)
+                    .await
+                    .map_err(|(step, message, rollback)| failure(step, message, rollback))?;
+            }
+            (Order::StartFirst, false) => {
+                self.swap_stop_first(&swap, false, "not running")
+                    .await
+                    .map_err(|(step, message, rollback)| failure(step, message, rollback))?;
+            }
         }
         if let Err(e) = self.force_remove(&old_id).await {
             let warning = format!(
@@ -562,7 +848,113 @@ impl DockerRefresher {
             warn!(container = %name, old = %aside, error = %describe(&e), "old container left behind");
             outcome.warnings.push(warning);
         }
-        info!(container = %name, old_id = %short_id(&old_id), new_id = %short_id(&new_id), started = was_running, "recreated on the new image");
+        if let Some(image) = old.image.as_deref()
+            && !outcome.replaced_images.iter().any(|known| known == image)
+        {
+            outcome.replaced_images.push(image.to_owned());
+        }
+        let order = if was_running {
+            order.to_string()
+        } else {
+            "created, not started".into()
+        };
+        info!(container = %name, old_id = %short_id(&old_id), new_id = %short_id(&new_id), started = was_running, order = %order, "recreated on the new image");
+        Ok(())
+    }
+
+    /// The new container is started beside the running old one and proven before anything
+    /// happens to the old one, so a new image that fails costs no outage.
+    async fn swap_start_first(&self, swap: &Swap<'_>) -> Result<(), StepFailure> {
+        let Swap {
+            name,
+            old_id,
+            new_id,
+            aside,
+            signal,
+        } = *swap;
+        let untouched = |discarded: String| {
+            if discarded.starts_with("the new container was removed") {
+                ROLLED_BACK_START_FIRST.to_owned()
+            } else {
+                format!("{discarded}; start-first: the old container kept running throughout")
+            }
+        };
+        if let Err(e) = self.docker.start_container(new_id, None).await {
+            return Err(("start new", describe(&e), untouched(self.discard(new_id).await)));
+        }
+        if let Err(why) = self.verify(name, new_id).await {
+            if let Err(e) = self.stop(new_id, None).await {
+                debug!(container = %name, error = %describe(&e), "stopping the unproven new container");
+            }
+            return Err(("verify", why, untouched(self.discard(new_id).await)));
+        }
+        if let Err(e) = self.rename(old_id, aside).await {
+            if let Err(stop) = self.stop(new_id, None).await {
+                debug!(container = %name, error = %describe(&stop), "stopping the unused new container");
+            }
+            return Err(("rename old aside", e, untouched(self.discard(new_id).await)));
+        }
+        if let Err(e) = self.rename(new_id, name).await {
+            let mut rollback = untouched(self.discard(new_id).await);
+            if let Err(back) = self.rename(old_id, name).await {
+                rollback = format!("ROLLBACK INCOMPLETE (renaming {aside} back to {name}: {back}); {rollback}");
+            }
+            return Err(("rename new", e, rollback));
+        }
+        // The new container serves now; the old one gets its graceful stop before removal.
+        if let Err(e) = self.stop(old_id, signal).await {
+            debug!(container = %name, error = %describe(&e), "stopping the old container; it is removed by force");
+        }
+        Ok(())
+    }
+
+    /// The old container is stopped before the new one starts (see [`order_for`] for when). On
+    /// a failure the old one is put back, and the error says how long it was down: what each
+    /// retry of a broken image costs this container.
+    async fn swap_stop_first(&self, swap: &Swap<'_>, was_running: bool, why: &str) -> Result<(), StepFailure> {
+        let Swap {
+            name,
+            old_id,
+            new_id,
+            aside,
+            signal,
+        } = *swap;
+        let stopped_at = Instant::now();
+        let cost = |rollback: String| {
+            if was_running {
+                format!(
+                    "{rollback}; stop-first ({why}): this attempt kept it down for {:.1}s",
+                    stopped_at.elapsed().as_secs_f64()
+                )
+            } else {
+                rollback
+            }
+        };
+        if was_running && let Err(e) = self.stop(old_id, signal).await {
+            let rollback = self.roll_back(new_id, old_id, None, name, was_running).await;
+            return Err(("stop old", describe(&e), cost(rollback)));
+        }
+        if let Err(e) = self.rename(old_id, aside).await {
+            let rollback = self.roll_back(new_id, old_id, None, name, was_running).await;
+            return Err(("rename old aside", e, cost(rollback)));
+        }
+        if let Err(e) = self.rename(new_id, name).await {
+            let rollback = self.roll_back(new_id, old_id, Some(aside), name, was_running).await;
+            return Err(("rename new", e, cost(rollback)));
+        }
+        if was_running && let Err(e) = self.docker.start_container(new_id, None).await {
+            let rollback = self.roll_back(new_id, old_id, Some(aside), name, was_running).await;
+            return Err(("start new", describe(&e), cost(rollback)));
+        }
+        if was_running && let Err(why) = self.verify(name, new_id).await {
+            // A graceful stop first, so the new container's process can shut down cleanly; the
+            // forced remove of the rollback covers a stop that fails.
+            if let Err(e) = self.stop(new_id, None).await {
+                debug!(container = %name, error = %describe(&e), "stopping the unproven new container");
+            }
+            let rollback = self.roll_back(new_id, old_id, Some(aside), name, was_running).await;
+            return Err(("verify", why, cost(rollback)));
+        }
         Ok(())
     }
 
@@ -629,11 +1021,15 @@ impl DockerRefresher {
         self.docker.remove_container(container, Some(options)).await
     }
 
-    /// Stops `container`, killing it after the configured stop timeout.
-    async fn stop(&self, container: &str) -> Result<(), BollardError> {
+    /// Stops `container` with `signal` (else its own stop signal), killing it after the
+    /// configured stop timeout.
+    async fn stop(&self, container: &str, signal: Option<&str>) -> Result<(), BollardError> {
         let seconds = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
-        let options = StopContainerOptionsBuilder::new().t(seconds).build();
-        self.docker.stop_container(container, Some(options)).await
+        let mut options = StopContainerOptionsBuilder::new().t(seconds);
+        if let Some(signal) = signal {
+            options = options.signal(signal);
+        }
+        self.docker.stop_container(container, Some(options.build())).await
     }
 
     async fn rename(&self, container: &str, to: &str) -> Result<(), String> {
@@ -770,6 +1166,7 @@ mod tests {
         let filter = ContainerFilter {
             name_prefix: prefix.map(str::to_owned),
             label: label.map(|(k, v)| (k.to_owned(), v.to_owned())),
+            opt_in: false,
         };
         let labels: HashMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         assert_eq!(filter.matches(name, Some(&labels)), expected);
