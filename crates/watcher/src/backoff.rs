@@ -1,5 +1,6 @@
-//! Per-registry back-off: a 429 (honouring `Retry-After`) or repeated 5xx answers from one host
-//! pause that host's checks until the back-off passes; other hosts go on. Time is tokio's, so
+//! Per-registry back-off: a 429 (honouring `Retry-After`), or repeated 5xx answers, timeouts or
+//! refused connections from one host pause that host's checks until the back-off passes; other
+//! hosts go on. Time is tokio's, so
 //! tests can pause and advance it.
 
 use std::collections::HashMap;
@@ -13,7 +14,8 @@ use crate::source::{CheckError, CheckErrorKind};
 /// When and how long to back off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackoffPolicy {
-    /// Consecutive ticks with a 5xx answer from one host before it is paused.
+    /// Consecutive ticks with a 5xx answer, a timeout or a refused connection from one host
+    /// before it is paused.
     pub server_errors_before_backoff: u32,
     /// The first pause after repeated 5xx; doubles with each further one.
     pub server_error_base: Duration,
@@ -83,7 +85,7 @@ impl Backoffs {
                     None => doubled(policy.rate_limit_default, state.rate_limits - 1, policy.max),
                 }
             }
-            CheckErrorKind::Server => {
+            CheckErrorKind::Server | CheckErrorKind::Unreachable => {
                 state.server_errors += 1;
                 if state.server_errors < policy.server_errors_before_backoff {
                     return None;
@@ -124,7 +126,8 @@ mod tests {
     #[case::repeated_server_errors_pause(CheckErrorKind::Server, None, 2, Some(30))]
     #[case::server_pause_doubles_and_caps(CheckErrorKind::Server, None, 12, Some(900))]
     #[case::not_found_never_pauses(CheckErrorKind::NotFound, None, 5, None)]
-    #[case::unreachable_never_pauses(CheckErrorKind::Unreachable, None, 5, None)]
+    #[case::one_timeout_is_tolerated(CheckErrorKind::Unreachable, None, 1, None)]
+    #[case::a_host_that_keeps_timing_out_pauses(CheckErrorKind::Unreachable, None, 3, Some(60))]
     fn pause_follows_the_policy(
         #[case] kind: CheckErrorKind,
         #[case] retry_after: Option<u64>,

@@ -27,5 +27,7 @@ pub use retry::MAX_RETRY_DELAY;
 pub use source::{CheckError, CheckErrorKind, DigestSource};
 pub use state::{LoadedState, STATE_VERSION, SetAside, StateError, StateFile};
 pub use status::{ErrorRecord, ImageState, RefreshRecord, StatusBoard, TickKind, WatcherMetrics};
-pub use trigger::{FOLLOW_UP_DELAY, NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome};
+pub use trigger::{
+    FOLLOW_UP_FIRST, FOLLOW_UP_WINDOW, NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome,
+};
 pub use watch_set::{DEFAULT_RUNTIMES, WatchSet, WatchSetError, WatchedImage, runtime_image};

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::StreamExt as _;
 use registry_core::client::{RegistryClient, RegistryError};
 use registry_core::{Digest, ImageReference};
 
@@ -40,6 +41,18 @@ impl DigestSource for RegistrySource {
             .into_iter()
             .map(|(_, result)| result.map_err(|e| check_error(&e)))
             .collect()
+    }
+
+    async fn digests_as_ready(
+        &self,
+        images: &[ImageReference],
+        concurrency: usize,
+        ready: &(dyn Fn(usize, Result<Digest, CheckError>) + Send + Sync),
+    ) {
+        let mut answers = std::pin::pin!(self.client.manifest_digests_as_ready(images, concurrency));
+        while let Some((index, answer)) = answers.next().await {
+            ready(index, answer.map_err(|e| check_error(&e)));
+        }
     }
 }
 

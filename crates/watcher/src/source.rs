@@ -116,4 +116,23 @@ pub trait DigestSource: Send + Sync + fmt::Debug {
             .collect()
             .await
     }
+
+    /// The digests of several images, each handed to `ready` with its index in `images` as
+    /// soon as it is known, at most `concurrency` checks at once (per registry host, for a
+    /// source that knows hosts). The watcher observes answers as they arrive, so one slow
+    /// image (or host) holds back no other. The default runs [`DigestSource::digest`] for
+    /// each, completing in any order.
+    async fn digests_as_ready(
+        &self,
+        images: &[ImageReference],
+        concurrency: usize,
+        ready: &(dyn Fn(usize, Result<Digest, CheckError>) + Send + Sync),
+    ) {
+        let mut answers = futures_util::stream::iter(0..images.len())
+            .map(|index| async move { (index, self.digest(&images[index]).await) })
+            .buffer_unordered(concurrency.max(1));
+        while let Some((index, answer)) = answers.next().await {
+            ready(index, answer);
+        }
+    }
 }
