@@ -120,7 +120,7 @@ impl Shared {
         };
         let mut references: Vec<(ImageReference, Option<Digest>)> = Vec::new();
         for name in &names {
-            for reference in name.matches(self.triggers.watch_set()) {
+            for reference in name.matches(&self.triggers.watch_set()) {
                 if !references.iter().any(|(known, _)| *known == reference) {
                     references.push((reference, name.claim.clone()));
                 }

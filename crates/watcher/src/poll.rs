@@ -68,6 +68,30 @@ impl WatcherConfig {
     }
 }
 
+/// A new configuration for a running watcher (a reloaded config file): the watch set, the
+/// settings that may change live and, when they change, the source and the refresher. What
+/// was seen, the back-offs and the counters are kept.
+#[derive(Debug)]
+pub struct Reload {
+    pub set: WatchSet,
+    pub source: Option<Arc<dyn DigestSource>>,
+    pub refresher: Option<Arc<dyn Refresher>>,
+    pub interval: Duration,
+    pub jitter: f64,
+    pub concurrency: usize,
+}
+
+/// Hands reloads to [`Watcher::run`]; get one with [`Watcher::reloader`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Reloader(mpsc::UnboundedSender<Reload>);
+
+impl Reloader {
+    /// Queues `reload` for the running loop, which applies it between two answers.
+    pub fn reload(&self, reload: Reload) {
+        let _ = self.0.send(reload);
+    }
+}
+
 /// The watcher: a watch set, a digest source, a refresher and what it has seen.
 #[derive(Debug)]
 pub struct Watcher {
@@ -83,6 +107,8 @@ pub struct Watcher {
     retries: RefreshRetries,
     status: StatusBoard,
     triggers: TriggerHandle,
+    reloader: Reloader,
+    reloads: Option<mpsc::UnboundedReceiver<Reload>>,
 }
 
 /// What a round's check task reports.
@@ -181,7 +207,10 @@ impl Watcher {
             state_set_aside = loaded.set_aside;
         }
         let status = StatusBoard::new(&set, |image| seen.get(image).cloned());
+        let (reloader, reloads) = mpsc::unbounded_channel();
         Ok(Watcher {
+            reloader: Reloader(reloader),
+            reloads: Some(reloads),
             backoffs: Mutex::new(Backoffs::new(config.backoff.clone())),
             retries: RefreshRetries::default(),
             status,
@@ -218,6 +247,43 @@ impl Watcher {
     /// Asks [`Watcher::run`] for checks now, from anywhere (requests coalesce per image).
     pub fn trigger(&self) -> TriggerHandle {
         self.triggers.clone()
+    }
+
+    /// Applies new settings to [`Watcher::run`] while it runs (see [`Reload`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Takes `reload` now: rounds in flight finish with the images they started with.
+    pub fn apply_reload(&mut self, reload: Reload) {
+        let Reload {
+            set,
+            source,
+            refresher,
+            interval,
+            jitter,
+            concurrency,
+        } = reload;
+        let seen = &self.seen;
+        self.status.reindex(&set, |image| seen.get(image).cloned());
+        self.triggers.replace_set(set.clone());
+        self.set = set;
+        if let Some(source) = source {
+            self.source = source;
+        }
+        if let Some(refresher) = refresher {
+            self.refresher = refresher;
+        }
+        self.config.interval = interval;
+        self.config.jitter = jitter;
+        self.config.concurrency = concurrency;
+        info!(
+            images = self.set.len(),
+            interval_secs = interval.as_secs(),
+            concurrency,
+            refresher = self.refresher.name(),
+            "reloaded"
+        );
     }
 
     /// What is known per image, and the counters, as the loop goes.
@@ -288,6 +354,7 @@ impl Watcher {
             "watching"
         );
         let (events, mut received) = mpsc::unbounded_channel();
+        let mut reloads = self.reloads.take();
         let mut rounds: HashMap<u64, Round> = HashMap::new();
         let mut next_id: u64 = 0;
         // When the next poll starts; `None` while a poll is in flight.
@@ -302,6 +369,10 @@ impl Watcher {
                     break;
                 }
                 Some(event) = received.recv() => self.on_event(event, &mut rounds).await,
+                Some(reload) = next_reload(&mut reloads) => {
+                    self.apply_reload(reload);
+                    None
+                }
                 () = tokio::time::sleep_until(next_poll.unwrap_or_else(far_future)), if next_poll.is_some() => {
                     next_poll = None;
                     next_id += 1;
@@ -339,6 +410,7 @@ impl Watcher {
                 self.finish_round(round);
             }
         }
+        self.reloads = reloads;
         triggers.set_running(false);
         self.save_state()?;
         info!("stopped");
@@ -740,6 +812,14 @@ fn follow_up_claims(triggers: &TriggerHandle, batch: &Batch, report: &TickReport
             "the registry does not answer the announced digest yet; checking again soon"
         );
         triggers.follow_up(image, claim, tokio::time::Instant::now());
+    }
+}
+
+/// The next reload, or never when there is no channel.
+async fn next_reload(reloads: &mut Option<mpsc::UnboundedReceiver<Reload>>) -> Option<Reload> {
+    match reloads {
+        Some(reloads) => reloads.recv().await,
+        None => std::future::pending().await,
     }
 }
 

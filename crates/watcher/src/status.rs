@@ -15,7 +15,7 @@ use registry_core::{Digest, ImageReference};
 
 use crate::report::ImageStatus;
 use crate::source::CheckErrorKind;
-use crate::watch_set::WatchSet;
+use crate::watch_set::{WatchSet, WatchedImage};
 
 /// Every [`ImageStatus`] label, in a fixed order (the `result` label of check counters).
 pub const CHECK_RESULTS: [&str; 8] = ImageStatus::LABELS;
@@ -171,10 +171,45 @@ struct Counters {
 
 #[derive(Debug)]
 struct Board {
-    /// Each image's index in `images`: the watch set is fixed, and a tick records 1,000 images.
-    positions: HashMap<ImageReference, usize>,
-    images: Mutex<Vec<ImageState>>,
+    images: Mutex<Images>,
     counters: Mutex<Counters>,
+}
+
+/// Every image's state, in watch-set order, and each image's index in it (a tick records
+/// every image, so finding one must not scan the board). One lock for both: a reload swaps
+/// them together.
+#[derive(Debug)]
+struct Images {
+    positions: HashMap<ImageReference, usize>,
+    states: Vec<ImageState>,
+}
+
+impl Images {
+    fn new(set: &WatchSet, mut state_of: impl FnMut(&WatchedImage) -> ImageState) -> Images {
+        let states: Vec<ImageState> = set.images().iter().map(&mut state_of).collect();
+        Images {
+            positions: states
+                .iter()
+                .enumerate()
+                .map(|(index, state)| (state.image.clone(), index))
+                .collect(),
+            states,
+        }
+    }
+}
+
+fn fresh_state(image: &WatchedImage, seen: Option<Digest>) -> ImageState {
+    ImageState {
+        image: image.reference().clone(),
+        runtime: image.runtime().map(str::to_owned),
+        seen_digest: seen,
+        last_digest: None,
+        last_check: None,
+        last_result: None,
+        last_error: None,
+        last_refresh: None,
+        checks: 0,
+    }
 }
 
 /// Shared, cheap to clone: the watcher writes, any number of readers copy.
@@ -191,48 +226,51 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl StatusBoard {
     /// A board for `set`, with the digests already seen (from the state file).
     pub fn new(set: &WatchSet, seen: impl Fn(&ImageReference) -> Option<Digest>) -> StatusBoard {
-        let images: Vec<ImageState> = set
-            .images()
-            .iter()
-            .map(|image| ImageState {
-                image: image.reference().clone(),
-                runtime: image.runtime().map(str::to_owned),
-                seen_digest: seen(image.reference()),
-                last_digest: None,
-                last_check: None,
-                last_result: None,
-                last_error: None,
-                last_refresh: None,
-                checks: 0,
-            })
-            .collect();
+        let images = Images::new(set, |image| fresh_state(image, seen(image.reference())));
         StatusBoard {
             board: Arc::new(Board {
-                positions: images
-                    .iter()
-                    .enumerate()
-                    .map(|(index, state)| (state.image.clone(), index))
-                    .collect(),
                 images: Mutex::new(images),
                 counters: Mutex::new(Counters::default()),
             }),
         }
     }
 
+    /// The board for a new watch set: images still watched keep their state (and place in
+    /// the new order), new ones start fresh with the digest already seen, if any.
+    pub(crate) fn reindex(&self, set: &WatchSet, seen: impl Fn(&ImageReference) -> Option<Digest>) {
+        let mut images = lock(&self.board.images);
+        let mut old = std::mem::replace(
+            &mut *images,
+            Images {
+                positions: HashMap::new(),
+                states: Vec::new(),
+            },
+        );
+        *images = Images::new(set, |image| match old.positions.get(image.reference()) {
+            Some(&index) => {
+                let mut state = std::mem::replace(&mut old.states[index], fresh_state(image, None));
+                state.runtime = image.runtime().map(str::to_owned);
+                state
+            }
+            None => fresh_state(image, seen(image.reference())),
+        });
+    }
+
     /// A copy of every image's state, in watch-set order.
     pub fn images(&self) -> Vec<ImageState> {
-        lock(&self.board.images).clone()
+        lock(&self.board.images).states.clone()
     }
 
     /// A copy of one image's state.
     pub fn image(&self, image: &ImageReference) -> Option<ImageState> {
-        let index = *self.board.positions.get(image)?;
-        lock(&self.board.images).get(index).cloned()
+        let images = lock(&self.board.images);
+        let index = *images.positions.get(image)?;
+        images.states.get(index).cloned()
     }
 
     /// The counters now.
     pub fn metrics(&self) -> WatcherMetrics {
-        let images = lock(&self.board.images).len();
+        let images = lock(&self.board.images).states.len();
         let counters = lock(&self.board.counters);
         WatcherMetrics {
             checks: CHECK_RESULTS.iter().copied().zip(counters.checks).collect(),
@@ -268,11 +306,11 @@ impl StatusBoard {
                 _ => {}
             }
         }
-        let Some(&index) = self.board.positions.get(image) else {
+        let mut images = lock(&self.board.images);
+        let Some(&index) = images.positions.get(image) else {
             return;
         };
-        let mut images = lock(&self.board.images);
-        let state = &mut images[index];
+        let state = &mut images.states[index];
         state.last_result = Some(status.label());
         let checked = !matches!(status, ImageStatus::BackedOff { .. } | ImageStatus::Interrupted);
         if checked {

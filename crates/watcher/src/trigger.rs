@@ -132,7 +132,8 @@ struct Progress {
 
 #[derive(Debug)]
 struct Shared {
-    set: WatchSet,
+    /// Replaced whole on a reload; requests read the set they were checked against.
+    set: std::sync::RwLock<Arc<WatchSet>>,
     spacing: Duration,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -168,7 +169,7 @@ impl TriggerHandle {
     pub(crate) fn new(set: WatchSet, spacing: Duration) -> TriggerHandle {
         TriggerHandle {
             shared: Arc::new(Shared {
-                set,
+                set: std::sync::RwLock::new(Arc::new(set)),
                 spacing,
                 queue: Mutex::new(Queue {
                     all: None,
@@ -198,8 +199,21 @@ impl TriggerHandle {
     }
 
     /// The images a request may name.
-    pub fn watch_set(&self) -> &WatchSet {
-        &self.shared.set
+    pub fn watch_set(&self) -> Arc<WatchSet> {
+        self.shared
+            .set
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The images requests may name from now on (a reload).
+    pub(crate) fn replace_set(&self, set: WatchSet) {
+        *self
+            .shared
+            .set
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
     }
 
     /// Asks for a check of `image` (a reference of the watch set; a `tag@digest` form is taken
@@ -216,10 +230,11 @@ impl TriggerHandle {
         claim: Option<Digest>,
     ) -> Result<(TriggerOutcome, Ticket), NotWatched> {
         let image = image.without_digest();
-        if self.shared.set.get(&image).is_none() {
+        let set = self.watch_set();
+        if set.get(&image).is_none() {
             return Err(NotWatched {
                 image: image.to_string(),
-                watched: self.shared.set.len(),
+                watched: set.len(),
             });
         }
         let mut queue = self.queue();
@@ -315,7 +330,7 @@ impl TriggerHandle {
             let mut tickets = vec![ticket];
             tickets.extend(queue.images.drain(..).map(|(_, t)| t));
             queue.queued.clear();
-            for image in self.shared.set.images() {
+            for image in self.watch_set().images() {
                 queue.started.insert(image.reference().clone(), now);
             }
             queue.follow_ups.clear();

@@ -333,3 +333,45 @@ async fn a_claimed_digest_not_answered_yet_is_checked_again_until_it_shows_or_th
     assert_eq!(trigger.counts().follow_ups, follow_ups);
     assert_eq!(status.image(&a).expect("watched").last_result, Some(expected_result));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_changes_the_watch_set_and_keeps_what_was_seen() {
+    let source = answering_a_and_b(Duration::ZERO);
+    let mut set = WatchSet::new();
+    set.add_image(reference(A)).expect("valid");
+    let config = WatcherConfig {
+        interval: Duration::from_secs(600),
+        jitter: 0.0,
+        ..WatcherConfig::default()
+    };
+    let mut watcher = Watcher::new(set, source.clone(), Arc::new(MonitorOnly), config).expect("watcher");
+    let trigger = watcher.trigger();
+    let status = watcher.status();
+    let reloader = watcher.reloader();
+    let b = reference(B);
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(trigger.check(&b).is_err(), "B is not watched yet");
+        let mut set = WatchSet::new();
+        set.add_image(reference(B)).expect("valid");
+        set.add_image(reference(A)).expect("valid");
+        reloader.reload(watcher::Reload {
+            set,
+            source: None,
+            refresher: None,
+            interval: Duration::from_secs(600),
+            jitter: 0.0,
+            concurrency: 4,
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (_, ticket) = trigger.check(&b).expect("watched after the reload");
+        assert!(trigger.wait(ticket).await);
+    })
+    .await;
+    let images = status.images();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0].image, reference(B), "in the new order");
+    assert_eq!(images[0].last_result, Some("seeded"));
+    assert_eq!(images[1].checks, 1, "A keeps its state from before the reload");
+    assert_eq!(images[1].seen_digest, Some(digest('a')));
+}
