@@ -254,7 +254,8 @@ impl Watcher {
         self.reloader.clone()
     }
 
-    /// Takes `reload` now: rounds in flight finish with the images they started with.
+    /// Takes `reload` now: rounds in flight finish with the images they started with, and
+    /// images new to the set are checked at once.
     pub fn apply_reload(&mut self, reload: Reload) {
         let Reload {
             set,
@@ -267,7 +268,17 @@ impl Watcher {
         let seen = &self.seen;
         self.status.reindex(&set, |image| seen.get(image).cloned());
         self.triggers.replace_set(set.clone());
+        let added: Vec<ImageReference> = set
+            .images()
+            .iter()
+            .filter(|image| self.set.get(image.reference()).is_none())
+            .map(|image| image.reference().clone())
+            .collect();
         self.set = set;
+        // Images new to the set are checked now, not at the next poll.
+        for image in &added {
+            let _ = self.triggers.check(image);
+        }
         if let Some(source) = source {
             self.source = source;
         }

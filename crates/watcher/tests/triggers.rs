@@ -364,6 +364,11 @@ async fn a_reload_changes_the_watch_set_and_keeps_what_was_seen() {
             concurrency: 4,
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            status.image(&b).map(|s| s.checks),
+            Some(1),
+            "a new image is checked at once"
+        );
         let (_, ticket) = trigger.check(&b).expect("watched after the reload");
         assert!(trigger.wait(ticket).await);
     })
@@ -371,7 +376,7 @@ async fn a_reload_changes_the_watch_set_and_keeps_what_was_seen() {
     let images = status.images();
     assert_eq!(images.len(), 2);
     assert_eq!(images[0].image, reference(B), "in the new order");
-    assert_eq!(images[0].last_result, Some("seeded"));
+    assert_eq!(images[0].last_result, Some("unchanged"));
     assert_eq!(images[1].checks, 1, "A keeps its state from before the reload");
     assert_eq!(images[1].seen_digest, Some(digest('a')));
 }
