@@ -307,10 +307,7 @@ pub async fn run(args: Args, reparse: fn() -> Result<Args, Failure>) -> Result<E
 
 /// The refresher `--refresh` names, with the config file's per-image refresh modes routed
 /// to refreshers of their own.
-async fn build_refresher(
-    args: &Args,
-    engine_auth: &EngineAuths,
-) -> Result<Arc<dyn Refresher>, Failure> {
+async fn build_refresher(args: &Args, engine_auth: &EngineAuths) -> Result<Arc<dyn Refresher>, Failure> {
     let kind = args.refresh_kind()?;
     let default = refresher(args, kind, engine_auth.clone()).await?;
     let Some(path) = &args.config else {

@@ -1,3 +1,5 @@
+//! The config file against the real `imagewatch` command: keys, overrides, errors with file, line and key.
+
 use std::ffi::OsString;
 use std::path::Path;
 
