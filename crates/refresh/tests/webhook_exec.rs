@@ -216,6 +216,8 @@ async fn command_inherits_only_the_listed_variables() {
             ENV_OLD_DIGEST,
             ENV_RUNTIME,
             ENV_TIME,
+            ENV_VERIFIED_AT,
+            ENV_VERIFIED_KEY,
             "PATH"
         ]
     );
