@@ -553,6 +553,29 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
     }
 
+    proptest::proptest! {
+        /// A state file is outside input (operators edit it, disks truncate it): any bytes, and
+        /// any JSON of the right outline, parse or are refused, never panic.
+        #[test]
+        fn any_state_bytes_parse_or_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn any_state_document_parses_or_is_refused(
+            key in "\\PC{0,60}",
+            digest in "\\PC{0,80}",
+            version in 0u64..4,
+            updated in proptest::option::of(proptest::prelude::any::<u64>()),
+        ) {
+            let document = serde_json::json!({
+                "version": version,
+                "images": { key: { "digest": digest, "updated": updated, "pending": { "digest": "x", "at": 1 } } },
+            });
+            let _ = parse(document.to_string().as_bytes());
+        }
+    }
+
     #[test]
     fn first_seen_times_survive_a_save_and_older_files_load_without_them() {
         let dir = tempfile::tempdir().expect("tempdir");

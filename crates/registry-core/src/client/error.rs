@@ -186,7 +186,22 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use rstest::rstest;
+
+    proptest! {
+        /// A registry's `Retry-After` is outside input: any value is read without a panic, and
+        /// whatever it says is never more than the cap.
+        #[test]
+        fn any_retry_after_is_bounded(value in "\\PC{0,40}", seconds in any::<u64>(), now in 0u64..4_000_000_000) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now);
+            for value in [value, seconds.to_string(), format!(" {seconds} ")] {
+                if let Some(delay) = parse_retry_after(&value, now) {
+                    prop_assert!(delay <= MAX_RETRY_AFTER, "{value:?} -> {delay:?}");
+                }
+            }
+        }
+    }
 
     #[rstest]
     #[case::seconds("120", Some(120))]
