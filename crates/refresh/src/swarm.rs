@@ -27,7 +27,7 @@ use registry_core::{Digest, EngineAuthSource, ImageReference};
 use tracing::{debug, info, warn};
 use watcher::{RefreshError, RefreshEvent, RefreshOutcome, Refresher};
 
-use crate::docker::{DEFAULT_DOCKER_SOCKET, with_registry_auth};
+use crate::docker::{connect_engine, with_registry_auth};
 
 /// The update configuration given to a service that has none: one task at a time, each watched
 /// for [`DEFAULT_MONITOR`], rolled back by Swarm when one fails.
@@ -61,7 +61,7 @@ impl ServiceFilter {
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
     /// A manager's Engine API: `unix:///path`, a socket path, `tcp://host:port` or
-    /// `http://host:port`; `None` is [`DEFAULT_DOCKER_SOCKET`].
+    /// `http://host:port`; `None` is [`crate::DEFAULT_DOCKER_SOCKET`].
     pub endpoint: Option<String>,
     pub filter: ServiceFilter,
     /// Per-request timeout of the Engine API.
@@ -235,29 +235,9 @@ fn updated_spec(mut spec: ServiceSpec, image: &str, default_monitor: Duration) -
 impl SwarmRefresher {
     /// Connects to the engine (a Swarm manager) and agrees on an API version.
     pub async fn connect(config: SwarmConfig, auth: Arc<dyn EngineAuthSource>) -> Result<SwarmRefresher, SwarmError> {
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_owned());
-        let unreachable = |reason: String| SwarmError::Unreachable {
-            endpoint: endpoint.clone(),
-            reason,
-        };
-        let timeout = config.api_timeout.as_secs().max(1);
-        let docker = if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(&endpoint, timeout, bollard::API_DEFAULT_VERSION)
-        } else {
-            let path = endpoint.strip_prefix("unix://").unwrap_or(&endpoint);
-            if !std::path::Path::new(path).exists() {
-                return Err(unreachable(format!("no socket at {path}")));
-            }
-            Docker::connect_with_socket(path, timeout, bollard::API_DEFAULT_VERSION)
-        }
-        .map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
+        let (docker, endpoint) = connect_engine(config.endpoint.as_deref(), config.api_timeout)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|(endpoint, reason)| SwarmError::Unreachable { endpoint, reason })?;
         info!(endpoint = %endpoint, api_version = %docker.client_version(), "Docker Engine connected for Swarm services");
         Ok(SwarmRefresher {
             docker,

@@ -327,29 +327,9 @@ impl DockerRefresher {
         config: DockerConfig,
         auth: Arc<dyn EngineAuthSource>,
     ) -> Result<DockerRefresher, DockerError> {
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_owned());
-        let unreachable = |reason: String| DockerError::Unreachable {
-            endpoint: endpoint.clone(),
-            reason,
-        };
-        let timeout = config.api_timeout.as_secs().max(1);
-        let docker = if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(&endpoint, timeout, bollard::API_DEFAULT_VERSION)
-        } else {
-            let path = endpoint.strip_prefix("unix://").unwrap_or(&endpoint);
-            if !std::path::Path::new(path).exists() {
-                return Err(unreachable(format!("no socket at {path}")));
-            }
-            Docker::connect_with_socket(path, timeout, bollard::API_DEFAULT_VERSION)
-        }
-        .map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
+        let (docker, endpoint) = connect_engine(config.endpoint.as_deref(), config.api_timeout)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|(endpoint, reason)| DockerError::Unreachable { endpoint, reason })?;
         info!(endpoint = %endpoint, api_version = %docker.client_version(), mode = %config.mode, "Docker Engine connected");
         Ok(DockerRefresher {
             docker,
@@ -1100,6 +1080,35 @@ impl Refresher for DockerRefresher {
             Ok(outcome) => Ok(RefreshOutcome::new(outcome.summary())),
             Err(error) => Err(RefreshError::new(error.to_string())),
         }
+    }
+}
+
+/// Connects to the engine at `endpoint` (`unix://`, a socket path, `tcp://` or `http://`;
+/// `None` is [`DEFAULT_DOCKER_SOCKET`]) and agrees on an API version (bollard asks for a newer
+/// one than many engines speak). Shared by every refresher that talks to the engine; on failure,
+/// the endpoint and why.
+pub(crate) async fn connect_engine(
+    endpoint: Option<&str>,
+    api_timeout: Duration,
+) -> Result<(Docker, String), (String, String)> {
+    let endpoint = endpoint.unwrap_or(DEFAULT_DOCKER_SOCKET).to_owned();
+    let timeout = api_timeout.as_secs().max(1);
+    let connected = if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        Docker::connect_with_http(&endpoint, timeout, bollard::API_DEFAULT_VERSION)
+    } else {
+        let path = endpoint.strip_prefix("unix://").unwrap_or(&endpoint);
+        if !std::path::Path::new(path).exists() {
+            return Err((endpoint.clone(), format!("no socket at {path}")));
+        }
+        Docker::connect_with_socket(path, timeout, bollard::API_DEFAULT_VERSION)
+    };
+    let docker = match connected {
+        Ok(docker) => docker,
+        Err(e) => return Err((endpoint, e.to_string())),
+    };
+    match docker.negotiate_version().await {
+        Ok(docker) => Ok((docker, endpoint)),
+        Err(e) => Err((endpoint, e.to_string())),
     }
 }
 
