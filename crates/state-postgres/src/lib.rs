@@ -11,7 +11,7 @@
 //! right before every refresh and refreshes nothing once it cannot.
 //!
 //! **Guarantee: at least once, with idempotent refreshers.** A seen digest changes only after a
-//! refresh succeeded (in one statement that also clears the pending move), so a move the leader
+//! refresh succeeded (and the pending move is cleared right after), so a move the leader
 //! had not refreshed (or had not recorded) when it died is still a move for the next leader,
 //! which checks every image as soon as it leads. A move is refreshed twice only when a leader
 //! dies between the refresh and its record; the refreshers treat a second refresh to the same
@@ -228,7 +228,9 @@ impl PostgresStore {
         let rows = self
             .inner
             .query(
-                "SELECT image, old_digest, new_digest, observed_by FROM imagewatch_pending ORDER BY image",
+                "SELECT p.image, p.old_digest, p.new_digest, p.observed_by FROM imagewatch_pending p \
+                 LEFT JOIN imagewatch_seen s ON s.image = p.image \
+                 WHERE s.digest IS DISTINCT FROM p.new_digest ORDER BY p.image",
                 &[],
             )
             .await?;
@@ -521,9 +523,13 @@ impl StateStore for PostgresStore {
     }
 
     async fn record_move(&self, image: &ImageReference, old: &Digest, new: &Digest) -> Result<(), StoreError> {
+        // A standby's view may be a poll behind: a move the leader already refreshed is not
+        // pending. Locking the seen row waits out a leader writing it right now.
         self.inner
             .query(
-                "INSERT INTO imagewatch_pending (image, old_digest, new_digest, observed_by) VALUES ($1, $2, $3, $4) \
+                "WITH current AS (SELECT digest FROM imagewatch_seen WHERE image = $1 FOR UPDATE) \
+                 INSERT INTO imagewatch_pending (image, old_digest, new_digest, observed_by) \
+                 SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM current WHERE digest = $3) \
                  ON CONFLICT (image) DO UPDATE SET old_digest = EXCLUDED.old_digest, new_digest = EXCLUDED.new_digest, \
                  observed_at = now(), observed_by = EXCLUDED.observed_by \
                  WHERE imagewatch_pending.new_digest <> EXCLUDED.new_digest",
@@ -539,13 +545,21 @@ impl StateStore for PostgresStore {
     }
 
     async fn record_refreshed(&self, image: &ImageReference, new: &Digest) -> Result<(), StoreError> {
-        // One statement, so the seen digest and the pending move never disagree.
+        // Two statements in this order: the second one's snapshot is taken after the seen row
+        // is written, so it also clears a move a standby recorded while the first one waited for
+        // that row. Dying between them leaves a move whose digest is seen: stale, never reported.
+        let image = image.to_string();
         self.inner
             .query(
-                "WITH seen AS (INSERT INTO imagewatch_seen (image, digest, updated_by) VALUES ($1, $2, $3) \
-                 ON CONFLICT (image) DO UPDATE SET digest = EXCLUDED.digest, updated_at = now(), updated_by = EXCLUDED.updated_by) \
-                 DELETE FROM imagewatch_pending WHERE image = $1 AND new_digest = $2",
-                &[&image.to_string(), &new.as_str(), &self.inner.settings.replica],
+                "INSERT INTO imagewatch_seen (image, digest, updated_by) VALUES ($1, $2, $3) \
+                 ON CONFLICT (image) DO UPDATE SET digest = EXCLUDED.digest, updated_at = now(), updated_by = EXCLUDED.updated_by",
+                &[&image, &new.as_str(), &self.inner.settings.replica],
+            )
+            .await?;
+        self.inner
+            .query(
+                "DELETE FROM imagewatch_pending WHERE image = $1 AND new_digest = $2",
+                &[&image, &new.as_str()],
             )
             .await?;
         Ok(())

@@ -109,6 +109,14 @@ async fn first_sights_never_overwrite_and_a_refresh_clears_its_pending_move() {
         store.load().await.expect("loads").digests.get(&image),
         Some(&digest('3'))
     );
+
+    // A standby that saw the move before it learnt of the refresh reports it late: the move is
+    // already refreshed, so nothing may be left pending.
+    store
+        .record_move(&image, &digest('2'), &digest('3'))
+        .await
+        .expect("late report");
+    assert!(store.pending().await.expect("pending").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
