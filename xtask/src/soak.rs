@@ -14,7 +14,7 @@
 //! fast as it can is a request flood, whose cost is CPU per request, not memory or descriptors.
 //!
 //! It prints the figures and fails if an acceptance bound is missed (RSS under 64 MiB and back
-//! near its baseline after the flood, `/healthz` p99 <= 50 ms, the refresh ran). Not part of CI.
+//! within 2 MiB of its baseline within 30 s of the flood's end, `/healthz` p99 <= 50 ms, the refresh ran). Not part of CI.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,6 +47,11 @@ const GITHUB_SECRET: &str = "soak-github-secret";
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 const P99_LIMIT: Duration = Duration::from_millis(50);
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// "Back to the baseline": within this much of it (a page-granular allocator and the
+/// connections' bookkeeping that outlives them, such as counters)...
+const RETURNED_SLACK_KIB: u64 = 2 * 1024;
+/// ...within this long after the last slow connection closed.
+const RETURN_WITHIN: Duration = Duration::from_secs(30);
 
 struct Watcher {
     child: Child,
@@ -271,13 +276,20 @@ pub fn run(args: &Args) -> Result<(), String> {
         let (latencies, failures) = prober.await.unwrap_or_default();
         (peak, latencies, failures)
     });
-    std::thread::sleep(Duration::from_secs(3));
-    let after = rss_kib(pid);
+    // The allocator gives freed pages back over some ten seconds (its decay), not at once.
+    let closed_at = Instant::now();
+    let mut after = rss_kib(pid);
+    while after > baseline + RETURNED_SLACK_KIB && closed_at.elapsed() < RETURN_WITHIN {
+        std::thread::sleep(Duration::from_millis(500));
+        after = rss_kib(pid);
+    }
+    let returned_in = closed_at.elapsed();
     let p99_slow = p99(&mut latencies);
     println!(
-        "soak: {} slow unauthenticated 1 MiB bodies for {}s: peak RSS {peak} KiB, {after} KiB 3 s after they closed; /healthz p99 {} ms over {} probes, {failures_slow} failed",
+        "soak: {} slow unauthenticated 1 MiB bodies for {}s: peak RSS {peak} KiB, {after} KiB {:.1} s after they closed; /healthz p99 {} ms over {} probes, {failures_slow} failed",
         args.slow,
         args.seconds,
+        returned_in.as_secs_f64(),
         p99_slow.as_millis(),
         latencies.len()
     );
@@ -321,9 +333,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     if peak >= RSS_LIMIT_KIB {
         missed.push(format!("peak RSS {peak} KiB >= {RSS_LIMIT_KIB} KiB"));
     }
-    if after > baseline + baseline / 2 + 4096 {
+    if after > baseline + RETURNED_SLACK_KIB {
         missed.push(format!(
-            "RSS {after} KiB did not return near the baseline {baseline} KiB"
+            "RSS {after} KiB did not return to within {RETURNED_SLACK_KIB} KiB of the baseline {baseline} KiB in {} s",
+            RETURN_WITHIN.as_secs()
         ));
     }
     for (what, p99) in [("slow", p99_slow), ("idle", p99_idle)] {

@@ -14,6 +14,12 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+/// jemalloc rather than the system allocator: glibc keeps what a burst of connections freed in
+/// its per-thread arenas, so the process stayed near its peak after an attack ended; jemalloc's
+/// background thread returns freed pages to the OS within seconds (`cargo xtask soak`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "imagewatch",
@@ -46,6 +52,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    // Idle arenas purge only from this thread: without it, what a burst freed stays resident.
+    if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::debug!(%error, "the allocator's background purging is unavailable");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
