@@ -6,16 +6,22 @@
 //! DNS rebinding makes the page same-origin under the attacker's name, so the `Host` header must
 //! also name this machine: an IP address, `localhost` (or `*.localhost`), or a name the operator
 //! listed. On loopback this always holds; beyond it, listing names turns the check on (every
-//! endpoint there already needs a token or a signature). It reads headers only, never a body.
+//! endpoint there already needs a token or a signature).
+//!
+//! A body typed `text/plain`, `application/x-www-form-urlencoded` or `multipart/form-data` is the
+//! one kind a page may send anywhere without asking the server first (no CORS preflight); no
+//! sender we serve uses them, so such a request is refused as well, for a browser that sends
+//! neither `Origin` nor `Sec-Fetch-Site`. It reads headers only, never a body.
 
 use axum::http::HeaderMap;
-use axum::http::header::{HOST, ORIGIN};
+use axum::http::header::{CONTENT_TYPE, HOST, ORIGIN};
 
 /// Why a request was refused, for the 403 body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
     CrossOrigin,
     UnknownHost,
+    FormBody,
 }
 
 impl Refused {
@@ -27,8 +33,28 @@ impl Refused {
             Refused::UnknownHost => {
                 "the Host header names neither this machine nor a host the API was told to answer to (--api-host)"
             }
+            Refused::FormBody => {
+                "bodies typed text/plain or as a form are refused: send JSON (Content-Type: application/json, or the registry's own event type) or no body"
+            }
         }
     }
+
+    /// 403 for who is asking, 415 for what was sent.
+    pub(crate) fn status(self) -> axum::http::StatusCode {
+        match self {
+            Refused::CrossOrigin | Refused::UnknownHost => axum::http::StatusCode::FORBIDDEN,
+            Refused::FormBody => axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+}
+
+/// The content types a web page may send cross-origin without a preflight (the Fetch
+/// standard's CORS-safelisted `Content-Type` values), compared by their essence.
+fn is_form_body(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+        .iter()
+        .any(|simple| essence.eq_ignore_ascii_case(simple))
 }
 
 /// `host` and `port` of an authority (`name`, `name:port`, `[v6]:port`), lower-cased.
@@ -101,6 +127,12 @@ pub(crate) fn refusal(headers: &HeaderMap, check_host: bool, allowed: &[String])
             return Some(Refused::CrossOrigin);
         }
     }
+    if headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.to_str().is_ok_and(is_form_body))
+    {
+        return Some(Refused::FormBody);
+    }
     None
 }
 
@@ -134,6 +166,11 @@ mod tests {
     #[case::same_origin_default_port(&[("host", "hooks.example.com"), ("origin", "https://hooks.example.com")], true, None)]
     #[case::fetch_metadata_cross_site(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")], true, Some(Refused::CrossOrigin))]
     #[case::fetch_metadata_typed_url(&[("host", "127.0.0.1:8080"), ("sec-fetch-site", "none")], true, None)]
+    #[case::json_body(&[("host", "127.0.0.1:8080"), ("content-type", "application/json")], true, None)]
+    #[case::registry_event_body(&[("host", "127.0.0.1:8080"), ("content-type", "application/vnd.docker.distribution.events.v1+json")], true, None)]
+    #[case::text_body_without_origin(&[("host", "127.0.0.1:8080"), ("content-type", "text/plain;charset=UTF-8")], true, Some(Refused::FormBody))]
+    #[case::form_body(&[("host", "127.0.0.1:8080"), ("content-type", "Application/X-WWW-Form-Urlencoded")], true, Some(Refused::FormBody))]
+    #[case::multipart_body(&[("host", "127.0.0.1:8080"), ("content-type", "multipart/form-data; boundary=x")], true, Some(Refused::FormBody))]
     fn browsers_cannot_drive_the_api(
         #[case] pairs: &[(&'static str, &str)],
         #[case] check_host: bool,

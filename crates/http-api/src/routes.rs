@@ -68,7 +68,7 @@ async fn same_origin_only(State(api): Api, request: Request, next: Next) -> Resp
     match crate::origin::refusal(request.headers(), check_host, &config.allowed_hosts) {
         Some(refused) => {
             warn!(path = request.uri().path(), "request from a browser page refused");
-            error(StatusCode::FORBIDDEN, refused.message())
+            error(refused.status(), refused.message())
         }
         None => next.run(request).await,
     }

@@ -215,6 +215,10 @@ async fn at_the_connection_cap_idle_sockets_give_way_to_new_requests() {
     403
 )]
 #[case::rebound_host("GET /status HTTP/1.1\r\nHost: attacker.example:8080\r\n\r\n", 403)]
+#[case::text_body_from_an_old_browser(
+    "POST /hooks/distribution HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 1048576\r\n\r\n{",
+    415
+)]
 #[case::same_origin(
     "GET /healthz HTTP/1.1\r\nHost: localhost:8080\r\nOrigin: http://localhost:8080\r\n\r\n",
     200
