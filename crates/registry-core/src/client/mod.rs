@@ -18,7 +18,10 @@ pub mod transport;
 
 pub use artifacts::{ARTIFACT_MANIFEST_ACCEPT, ArtifactManifest, REFERRERS_ACCEPT};
 pub use error::{RegistryError, parse_retry_after};
-pub use registry::{DEFAULT_SCOPE_BATCH, DigestResult, MANIFEST_ACCEPT, RegistryClient};
+pub use registry::{
+    DEFAULT_GLOBAL_CONCURRENCY, DEFAULT_SCOPE_BATCH, DEFAULT_SCOPE_BATCH_BYTES, DigestResult, MANIFEST_ACCEPT,
+    RegistryClient,
+};
 pub use stats::{ClientStats, RequestKind, StatsSnapshot};
 pub use transport::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES, Response, Transport,

@@ -28,9 +28,19 @@ use crate::scope::Scope;
 /// 404 for an OCI image nor converts a Docker v2 manifest to schema 1 (another digest).
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-/// Scopes per token request in the batch API unless configured. Bounded, because registries
-/// and proxies reject huge query strings and huge tokens.
-pub const DEFAULT_SCOPE_BATCH: usize = 25;
+/// The most scopes one token request of the batch API asks for unless configured; the size
+/// bound ([`DEFAULT_SCOPE_BATCH_BYTES`]) usually closes a batch first.
+pub const DEFAULT_SCOPE_BATCH: usize = 100;
+
+/// How many bytes the scopes of one batch may add to the token, estimated as the base64 of
+/// each repository's JWT `access` entry. With a JWT's header, other claims and signature
+/// (under 1 KiB for the common realms) the `Authorization` header stays near 6 KiB, under
+/// the 8 KiB a header line may have behind common proxies (nginx's default buffers); the
+/// request's query string is smaller still.
+pub const DEFAULT_SCOPE_BATCH_BYTES: usize = 5 * 1024;
+
+/// How many checks run at once over all hosts together unless configured.
+pub const DEFAULT_GLOBAL_CONCURRENCY: usize = 64;
 
 /// What a registry is known to want, learnt from the probe and from every 401 since.
 #[derive(Clone, Debug)]
@@ -74,6 +84,9 @@ pub struct RegistryClient {
     default_provider: Option<Arc<dyn TokenProvider>>,
     hosts: Mutex<HashMap<RegistryHost, Arc<HostEntry>>>,
     scope_batch: usize,
+    scope_batch_bytes: usize,
+    /// Bounds the checks in flight over all hosts and calls together.
+    global: tokio::sync::Semaphore,
 }
 
 /// One image's outcome in a batch.
@@ -89,6 +102,8 @@ impl RegistryClient {
             default_provider: None,
             hosts: Mutex::new(HashMap::new()),
             scope_batch: DEFAULT_SCOPE_BATCH,
+            scope_batch_bytes: DEFAULT_SCOPE_BATCH_BYTES,
+            global: tokio::sync::Semaphore::new(DEFAULT_GLOBAL_CONCURRENCY),
         }
     }
 
@@ -117,6 +132,20 @@ impl RegistryClient {
         self
     }
 
+    /// The most bytes the scopes of one batch may add to its token (see
+    /// [`DEFAULT_SCOPE_BATCH_BYTES`]); a batch always holds at least one scope.
+    pub fn with_scope_batch_bytes(mut self, bytes: usize) -> Self {
+        self.scope_batch_bytes = bytes;
+        self
+    }
+
+    /// The most checks in flight over all hosts together (at least 1); each host's share is
+    /// the `concurrency` given to [`RegistryClient::manifest_digests`].
+    pub fn with_global_concurrency(mut self, checks: usize) -> Self {
+        self.global = tokio::sync::Semaphore::new(checks.max(1));
+        self
+    }
+
     pub fn transport(&self) -> &Arc<Transport> {
         &self.transport
     }
@@ -140,77 +169,142 @@ impl RegistryClient {
         Ok(digest)
     }
 
-    /// The digests of many images, in input order. Images are grouped by registry; each
-    /// registry is probed once and its repositories are pre-authorized in batches of the
-    /// configured size before up to `concurrency` checks run at a time.
+    /// The digests of many images, in input order: [`RegistryClient::manifest_digests_as_ready`],
+    /// matched back to its input.
     pub async fn manifest_digests(&self, references: &[ImageReference], concurrency: usize) -> Vec<DigestResult> {
-        let concurrency = concurrency.max(1);
-        let mut by_host: Vec<(RegistryHost, Vec<String>)> = Vec::new();
-        let mut seen: HashSet<(&RegistryHost, &str)> = HashSet::new();
-        for reference in references {
-            if !seen.insert((reference.host(), reference.repository())) {
-                continue;
-            }
-            let repository = reference.repository().to_owned();
-            match by_host.iter_mut().find(|(host, _)| host == reference.host()) {
-                Some((_, repositories)) => repositories.push(repository),
-                None => by_host.push((reference.host().clone(), vec![repository])),
+        let mut slots: Vec<Option<Result<Digest, RegistryError>>> = vec![None; references.len()];
+        let mut ready = std::pin::pin!(self.manifest_digests_as_ready(references, concurrency));
+        while let Some((index, outcome)) = ready.next().await {
+            if let Some(slot) = slots.get_mut(index) {
+                *slot = Some(outcome);
             }
         }
-        // Failures that already doom an image: its registry's probe, its batch's exchange.
-        let mut failed_hosts: HashMap<RegistryHost, RegistryError> = HashMap::new();
-        let mut failed_scopes: HashMap<RegistryHost, HashMap<String, RegistryError>> = HashMap::new();
-        for (host, repositories) in &by_host {
-            let challenge = match self.host_auth(host, &self.entry(host)).await {
-                Ok(HostAuth::Challenged(challenge)) if challenge.scheme() == &AuthScheme::Bearer => challenge,
-                Ok(_) => continue,
-                Err(error) => {
-                    failed_hosts.insert(host.clone(), error);
-                    continue;
-                }
-            };
-            let batches: Vec<Vec<Scope>> = repositories
-                .chunks(self.scope_batch)
-                .map(|chunk| chunk.iter().map(|repository| Scope::pull(repository)).collect())
-                .collect();
-            let outcomes: Vec<(Vec<Scope>, Result<(), RegistryError>)> = futures_util::stream::iter(batches)
-                .map(|scopes| {
-                    let challenge = &challenge;
+        references
+            .iter()
+            .cloned()
+            .zip(slots)
+            .map(|(reference, slot)| {
+                let outcome = slot.unwrap_or_else(|| {
+                    Err(RegistryError::Malformed {
+                        host: reference.host().clone(),
+                        reason: format!("no check of {reference} finished"),
+                    })
+                });
+                (reference, outcome)
+            })
+            .collect()
+    }
+
+    /// The digests of many images, each as soon as it is known, with its index in
+    /// `references`. Every registry host is on its own: it is probed, its repositories are
+    /// pre-authorised in batches bounded by token size, and its checks run up to `concurrency`
+    /// at a time (all hosts together at most the client's global cap), hosts in parallel, so a
+    /// slow or hung host never delays another's answers. Once a check of a host times out or
+    /// cannot connect, its checks not yet sent in this call fail at once with that cause.
+    pub fn manifest_digests_as_ready<'a>(
+        &'a self,
+        references: &'a [ImageReference],
+        concurrency: usize,
+    ) -> impl futures_util::Stream<Item = (usize, Result<Digest, RegistryError>)> + Send + 'a {
+        let concurrency = concurrency.max(1);
+        let mut by_host: Vec<(&RegistryHost, Vec<usize>)> = Vec::new();
+        let mut host_index: HashMap<&RegistryHost, usize> = HashMap::new();
+        for (index, reference) in references.iter().enumerate() {
+            let slot = *host_index.entry(reference.host()).or_insert_with(|| {
+                by_host.push((reference.host(), Vec::new()));
+                by_host.len() - 1
+            });
+            by_host[slot].1.push(index);
+        }
+        futures_util::stream::select_all(
+            by_host
+                .into_iter()
+                .map(|(host, indices)| Box::pin(self.host_checks(host, references, indices, concurrency))),
+        )
+    }
+
+    /// One host's share of [`RegistryClient::manifest_digests_as_ready`].
+    fn host_checks<'a>(
+        &'a self,
+        host: &'a RegistryHost,
+        references: &'a [ImageReference],
+        indices: Vec<usize>,
+        concurrency: usize,
+    ) -> impl futures_util::Stream<Item = (usize, Result<Digest, RegistryError>)> + Send + 'a {
+        futures_util::stream::once(async move {
+            let prepared = self.prepare_host(host, references, &indices, concurrency).await;
+            let halted: Arc<Mutex<Option<RegistryError>>> = Arc::new(Mutex::new(None));
+            futures_util::stream::iter(indices)
+                .map(move |index| {
+                    let reference = &references[index];
+                    let doomed = match &prepared {
+                        Err(error) => Some(error.clone()),
+                        Ok(failed) => failed.get(reference.repository()).cloned(),
+                    };
+                    let halted = halted.clone();
                     async move {
-                        let outcome = self.authorize(host, challenge, &scopes).await.map(drop);
-                        (scopes, outcome)
+                        if let Some(error) = doomed {
+                            return (index, Err(error));
+                        }
+                        let _permit = self.global.acquire().await.ok();
+                        if let Some(cause) = lock(&halted).clone() {
+                            return (index, Err(not_asked(host, &cause)));
+                        }
+                        let outcome = self.manifest_digest(reference).await;
+                        if let Err(error @ (RegistryError::Timeout { .. } | RegistryError::Unreachable { .. })) =
+                            &outcome
+                        {
+                            lock(&halted).get_or_insert_with(|| error.clone());
+                        }
+                        (index, outcome)
                     }
                 })
                 .buffer_unordered(concurrency)
-                .collect()
-                .await;
-            for (scopes, outcome) in outcomes {
-                if let Err(error) = outcome {
-                    tracing::debug!(host = %host, scopes = scopes.len(), error = %error, "batch token request failed");
-                    let failed = failed_scopes.entry(host.clone()).or_default();
-                    for scope in scopes {
-                        failed.insert(scope.name().to_owned(), error.clone());
-                    }
+        })
+        .flatten()
+    }
+
+    /// Probes `host` if unknown and pre-authorises the repositories of `indices` in batches;
+    /// answers the batches' failures by repository, or the probe's failure for every image.
+    async fn prepare_host(
+        &self,
+        host: &RegistryHost,
+        references: &[ImageReference],
+        indices: &[usize],
+        concurrency: usize,
+    ) -> Result<HashMap<String, RegistryError>, RegistryError> {
+        let mut failed = HashMap::new();
+        let challenge = match self.host_auth(host, &self.entry(host)).await? {
+            HostAuth::Challenged(challenge) if challenge.scheme() == &AuthScheme::Bearer => challenge,
+            _ => return Ok(failed),
+        };
+        let mut seen: HashSet<&str> = HashSet::new();
+        let repositories: Vec<&str> = indices
+            .iter()
+            .map(|index| references[*index].repository())
+            .filter(|repository| seen.insert(repository))
+            .collect();
+        let batches = scope_batches(&repositories, self.scope_batch, self.scope_batch_bytes);
+        let outcomes: Vec<(Vec<Scope>, Result<(), RegistryError>)> = futures_util::stream::iter(batches)
+            .map(|scopes| {
+                let challenge = &challenge;
+                async move {
+                    let outcome = self.authorize(host, challenge, &scopes).await.map(drop);
+                    (scopes, outcome)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for (scopes, outcome) in outcomes {
+            if let Err(error) = outcome {
+                tracing::debug!(host = %host, scopes = scopes.len(), error = %error, "batch token request failed");
+                for scope in scopes {
+                    failed.insert(scope.name().to_owned(), error.clone());
                 }
             }
         }
-        futures_util::stream::iter(references.iter().cloned())
-            .map(|reference| {
-                let doomed = failed_hosts
-                    .get(reference.host())
-                    .or_else(|| failed_scopes.get(reference.host())?.get(reference.repository()))
-                    .cloned();
-                async move {
-                    let outcome = match doomed {
-                        Some(error) => Err(error),
-                        None => self.manifest_digest(&reference).await,
-                    };
-                    (reference, outcome)
-                }
-            })
-            .buffered(concurrency)
-            .collect()
-            .await
+        Ok(failed)
     }
 
     fn lock_hosts(&self) -> std::sync::MutexGuard<'_, HashMap<RegistryHost, Arc<HostEntry>>> {
@@ -504,6 +598,52 @@ impl RegistryClient {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The error of a check not sent because an earlier one of its host found it down.
+fn not_asked(host: &RegistryHost, cause: &RegistryError) -> RegistryError {
+    match cause {
+        RegistryError::Timeout { url, after, .. } => RegistryError::Timeout {
+            host: host.clone(),
+            url: url.clone(),
+            after: *after,
+        },
+        other => RegistryError::Unreachable {
+            host: host.clone(),
+            reason: format!("not asked, an earlier check of this host failed: {other}"),
+        },
+    }
+}
+
+/// What one scope adds to a token, estimated: the base64 of its JWT `access` entry,
+/// `{"type":"repository","name":"<name>","actions":["pull"]},`.
+fn token_bytes(repository: &str) -> usize {
+    (repository.len() + 50) * 4 / 3
+}
+
+/// `repositories` as pull scopes in batches of at most `count` scopes and at most `bytes`
+/// of estimated token growth each (one scope per batch at least).
+fn scope_batches(repositories: &[&str], count: usize, bytes: usize) -> Vec<Vec<Scope>> {
+    let mut batches: Vec<Vec<Scope>> = Vec::new();
+    let mut current: Vec<Scope> = Vec::new();
+    let mut size = 0;
+    for repository in repositories {
+        let cost = token_bytes(repository);
+        if !current.is_empty() && (current.len() >= count || size + cost > bytes) {
+            batches.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        current.push(Scope::pull(repository));
+        size += cost;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
 fn learnt_name(auth: &HostAuth) -> String {
     match auth {
         HostAuth::Unknown => "unknown".into(),
@@ -540,5 +680,46 @@ fn verify_pin(reference: &ImageReference, digest: Digest) -> Result<Digest, Regi
             actual: digest,
         }),
         _ => Ok(digest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn names(count: usize, length: usize) -> Vec<String> {
+        (0..count).map(|i| format!("{i:0length$}")).collect()
+    }
+
+    #[rstest]
+    #[case::short_names_fill_by_size(1000, 14, 100, 5 * 1024, 17)]
+    #[case::long_names_make_smaller_batches(100, 200, 100, 5 * 1024, 7)]
+    #[case::count_cap_closes_first(100, 4, 10, 5 * 1024, 10)]
+    #[case::one_scope_over_the_budget_still_goes_alone(3, 100, 100, 10, 3)]
+    fn batches_are_bounded_by_estimated_token_size_and_count(
+        #[case] repositories: usize,
+        #[case] length: usize,
+        #[case] count: usize,
+        #[case] bytes: usize,
+        #[case] expected: usize,
+    ) {
+        let names = names(repositories, length);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let batches = scope_batches(&refs, count, bytes);
+        assert_eq!(batches.len(), expected);
+        assert_eq!(
+            batches.iter().map(Vec::len).sum::<usize>(),
+            repositories,
+            "every scope once"
+        );
+        for batch in &batches {
+            let size: usize = batch.iter().map(|scope| token_bytes(scope.name())).sum();
+            assert!(
+                batch.len() == 1 || (size <= bytes && batch.len() <= count),
+                "{} scopes, {size} bytes",
+                batch.len()
+            );
+        }
     }
 }
