@@ -1,6 +1,7 @@
-//! Per-registry back-off: a 429 (honouring `Retry-After`) or repeated 5xx answers from one host
-//! pause that host's checks until the back-off passes; other hosts go on. Time is tokio's, so
-//! tests can pause and advance it.
+//! Per-registry back-off: a 429 (honouring `Retry-After`), or repeated 5xx answers or timeouts
+//! from one host pause that host's checks until the back-off passes; other hosts go on. A
+//! refused connection does not: it costs nothing to ask again, and a registry that restarts is
+//! checked at the next tick. Time is tokio's, so tests can pause and advance it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use crate::source::{CheckError, CheckErrorKind};
 /// When and how long to back off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackoffPolicy {
-    /// Consecutive ticks with a 5xx answer from one host before it is paused.
+    /// Consecutive ticks with a 5xx answer or a timeout from one host before it is paused.
     pub server_errors_before_backoff: u32,
     /// The first pause after repeated 5xx; doubles with each further one.
     pub server_error_base: Duration,
@@ -83,7 +84,8 @@ impl Backoffs {
                     None => doubled(policy.rate_limit_default, state.rate_limits - 1, policy.max),
                 }
             }
-            CheckErrorKind::Server => {
+            CheckErrorKind::Unreachable if !error.timed_out() => return None,
+            CheckErrorKind::Server | CheckErrorKind::Unreachable => {
                 state.server_errors += 1;
                 if state.server_errors < policy.server_errors_before_backoff {
                     return None;
@@ -116,23 +118,28 @@ mod tests {
     }
 
     #[rstest]
-    #[case::retry_after_honoured(CheckErrorKind::RateLimited, Some(45), 1, Some(45))]
-    #[case::retry_after_capped(CheckErrorKind::RateLimited, Some(86_400), 1, Some(3_600))]
-    #[case::rate_limit_default(CheckErrorKind::RateLimited, None, 1, Some(60))]
-    #[case::rate_limit_doubles(CheckErrorKind::RateLimited, None, 3, Some(240))]
-    #[case::one_server_error_is_tolerated(CheckErrorKind::Server, None, 1, None)]
-    #[case::repeated_server_errors_pause(CheckErrorKind::Server, None, 2, Some(30))]
-    #[case::server_pause_doubles_and_caps(CheckErrorKind::Server, None, 12, Some(900))]
-    #[case::not_found_never_pauses(CheckErrorKind::NotFound, None, 5, None)]
-    #[case::unreachable_never_pauses(CheckErrorKind::Unreachable, None, 5, None)]
+    #[case::retry_after_honoured(CheckErrorKind::RateLimited, Some(45), false, 1, Some(45))]
+    #[case::retry_after_capped(CheckErrorKind::RateLimited, Some(86_400), false, 1, Some(3_600))]
+    #[case::rate_limit_default(CheckErrorKind::RateLimited, None, false, 1, Some(60))]
+    #[case::rate_limit_doubles(CheckErrorKind::RateLimited, None, false, 3, Some(240))]
+    #[case::one_server_error_is_tolerated(CheckErrorKind::Server, None, false, 1, None)]
+    #[case::repeated_server_errors_pause(CheckErrorKind::Server, None, false, 2, Some(30))]
+    #[case::server_pause_doubles_and_caps(CheckErrorKind::Server, None, false, 12, Some(900))]
+    #[case::not_found_never_pauses(CheckErrorKind::NotFound, None, false, 5, None)]
+    #[case::unreachable_never_pauses(CheckErrorKind::Unreachable, None, false, 5, None)]
+    #[case::one_timeout_is_tolerated(CheckErrorKind::Unreachable, None, true, 1, None)]
+    #[case::a_host_that_keeps_timing_out_pauses(CheckErrorKind::Unreachable, None, true, 3, Some(60))]
     fn pause_follows_the_policy(
         #[case] kind: CheckErrorKind,
         #[case] retry_after: Option<u64>,
+        #[case] timed_out: bool,
         #[case] failures: u32,
         #[case] expected_secs: Option<u64>,
     ) {
         let mut backoffs = Backoffs::new(BackoffPolicy::default());
-        let error = CheckError::new(kind, "x").with_retry_after(retry_after.map(Duration::from_secs));
+        let error = CheckError::new(kind, "x")
+            .with_retry_after(retry_after.map(Duration::from_secs))
+            .with_timed_out(timed_out);
         let now = Instant::now();
         let mut last = None;
         for i in 1..=failures {

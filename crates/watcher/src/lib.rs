@@ -34,5 +34,7 @@ pub use status::{
     ErrorRecord, ImageState, PendingRecord, RefreshRecord, RetryRecord, StatusBoard, TickKind, WatcherMetrics,
 };
 pub use store::{Leadership, StateStore, StoreError};
-pub use trigger::{FOLLOW_UP_DELAY, NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome};
+pub use trigger::{
+    FOLLOW_UP_FIRST, FOLLOW_UP_WINDOW, NotWatched, Ticket, TriggerCounts, TriggerHandle, TriggerOutcome,
+};
 pub use watch_set::{DEFAULT_RUNTIMES, WatchSet, WatchSetError, WatchedImage, runtime_image};

@@ -1,10 +1,11 @@
 //! The poll loop. [`Watcher::tick`] checks every watched image once (concurrently, bounded),
-//! seeds first observations, calls the refresher once per moved digest (one at a time) and
-//! keeps the old digest when a refresh fails, so the next tick retries. [`Watcher::run`] ticks
-//! at start and then every interval (with jitter) until its shutdown future resolves; an
-//! in-flight refresh finishes first and the state is saved last. Between ticks it serves the
-//! checks asked for through its [`TriggerHandle`] (webhooks, `POST /check`), one pass at a time,
-//! and records every outcome on its [`StatusBoard`].
+//! observes each answer as it arrives, seeds first observations, calls the refresher once per
+//! moved digest (one at a time) and keeps the old digest when a refresh fails, so the next tick
+//! retries. [`Watcher::run`] ticks at start and then every interval (with jitter) until its
+//! shutdown future resolves; an in-flight refresh finishes first and the state is saved last.
+//! It serves the checks asked for through its [`TriggerHandle`] (webhooks, `POST /check`) at
+//! once, each batch a round of its own beside the poll in flight, and records every outcome on
+//! its [`StatusBoard`].
 //!
 //! Between a move and its refresh stand two optional checks: the cooldown (a new digest must
 //! have been the tag's digest for a while, timed from when it was first seen and persisted) and
@@ -16,7 +17,7 @@
 //! and only the replica the store names leader refreshes; the others record the moves they see
 //! and stand by. A replica that becomes leader checks every image at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -122,9 +123,71 @@ struct Hold {
     next: tokio::time::Instant,
 }
 
-enum Checked {
-    Fetched(Result<Digest, CheckError>),
-    BackedOff(Duration),
+/// What a round's check task reports.
+enum Event {
+    /// The answer for the image at this position of the round.
+    Checked(u64, usize, Result<Digest, CheckError>),
+    /// The round's source call returned (or its task ended): what is still missing never comes.
+    Finished(u64),
+}
+
+type Events = mpsc::UnboundedSender<Event>;
+
+/// Sends [`Event::Finished`] when the check task ends, however it ends.
+struct FinishOnDrop(Events, u64);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Event::Finished(self.1));
+    }
+}
+
+/// Aborts a round's check task when the round is dropped (a shutdown abandons it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One host's images in a round, for its back-off decision once they are all answered.
+#[derive(Default)]
+struct HostProgress {
+    positions: Vec<usize>,
+    left: usize,
+}
+
+/// One set of checks in flight: a poll of the watch set, or a triggered batch. Its answers are
+/// observed as they arrive, in whatever order the hosts give them; its report lists the
+/// images in the order they were given.
+struct Round {
+    kind: TickKind,
+    /// The trigger requests it serves, when triggered.
+    batch: Option<Batch>,
+    images: Vec<WatchedImage>,
+    reports: Vec<Option<ImageStatus>>,
+    /// Each checked image's outcome, for the back-off.
+    outcomes: Vec<Option<Result<(), CheckError>>>,
+    hosts: HashMap<RegistryHost, HostProgress>,
+    outstanding: usize,
+    started_at: SystemTime,
+    started: tokio::time::Instant,
+    _checks: Option<AbortOnDrop>,
+}
+
+impl Round {
+    /// Whether this round counts as the poll tick (a poll, or a triggered check of all images).
+    fn is_full(&self) -> bool {
+        self.kind == TickKind::Poll || self.batch.as_ref().is_some_and(|batch| batch.all)
+    }
+}
+
+/// A round that finished: what it did, and whether it counted as the poll tick.
+struct Finished {
+    report: TickReport,
+    full: bool,
+    poll: bool,
 }
 
 impl Watcher {
@@ -312,25 +375,43 @@ impl Watcher {
 
     /// Checks every image once, refreshes moved ones and saves the state if it changed.
     pub async fn tick(&mut self) -> TickReport {
-        let (_stop, stopped) = watch::channel(false);
         let images = self.set.images().to_vec();
-        self.pass(images, TickKind::Poll, stopped).await
+        self.once(images, TickKind::Poll).await
     }
 
     /// Like [`Watcher::tick`] for some images only (references outside the watch set are
     /// skipped): what a triggered check does.
     pub async fn check_images(&mut self, images: &[ImageReference]) -> TickReport {
-        let (_stop, stopped) = watch::channel(false);
         let images = self.watched(images);
-        self.pass(images, TickKind::Triggered, stopped).await
+        self.once(images, TickKind::Triggered).await
+    }
+
+    /// One round, driven to its end.
+    async fn once(&mut self, images: Vec<WatchedImage>, kind: TickKind) -> TickReport {
+        let (events, mut received) = mpsc::unbounded_channel();
+        let mut rounds = HashMap::new();
+        let round = self.start_round(0, images, kind, None, &events).await;
+        rounds.insert(0, round);
+        loop {
+            if let Some(finished) = self.finish_if_done(&mut rounds, 0).await {
+                return finished.report;
+            }
+            match received.recv().await {
+                Some(event) => {
+                    self.on_event(event, &mut rounds).await;
+                }
+                None => unreachable!("the sender is held here"),
+            }
+        }
     }
 
     /// The watched images named, in the order named, each once.
     fn watched(&self, references: &[ImageReference]) -> Vec<WatchedImage> {
+        let mut taken: HashSet<&ImageReference> = HashSet::new();
         let mut images: Vec<WatchedImage> = Vec::new();
         for reference in references {
             if let Some(image) = self.set.get(reference)
-                && !images.contains(image)
+                && taken.insert(image.reference())
             {
                 images.push(image.clone());
             }
@@ -338,14 +419,14 @@ impl Watcher {
         images
     }
 
-    /// Ticks now, then every interval (with jitter), until `shutdown` resolves. Between ticks it
-    /// serves what was asked through [`Watcher::trigger`], one pass at a time: a request that
-    /// arrives during a pass waits for the next. A triggered check of some images leaves the
-    /// poll schedule alone; a triggered check of all images counts as the tick. A shutdown
-    /// during a pass abandons checks still in flight, lets a refresh in flight finish and
-    /// starts no other; the state is saved before returning.
+    /// Ticks now, then every interval (with jitter), until `shutdown` resolves, and serves what
+    /// is asked through [`Watcher::trigger`] at once, even while a tick is in flight: each
+    /// request becomes a round of its own, checked beside the rounds already running, so an
+    /// on-demand check never waits for a slow host of the poll. A triggered check of some
+    /// images leaves the poll schedule alone; a triggered check of all images counts as the
+    /// tick. A shutdown lets a refresh in flight finish, abandons the checks still in flight
+    /// and starts no other; the state is saved before returning.
     pub async fn run<F: Future<Output = ()>>(&mut self, shutdown: F) -> Result<(), StoreError> {
-        let (stop, stopped) = watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         let triggers = self.triggers.clone();
         triggers.set_running(true);
@@ -356,7 +437,13 @@ impl Watcher {
             "watching"
         );
         let mut leadership = self.state.as_ref().and_then(|store| store.leadership_changes());
-        let mut next_poll = tokio::time::Instant::now();
+        // Became leader while a poll was in flight: poll again once it ends.
+        let mut poll_again = false;
+        let (events, mut received) = mpsc::unbounded_channel();
+        let mut rounds: HashMap<u64, Round> = HashMap::new();
+        let mut next_id: u64 = 0;
+        // When the next poll starts; `None` while a poll is in flight.
+        let mut next_poll = Some(tokio::time::Instant::now());
         // When requests held back by the trigger spacing become due.
         let mut next_due: Option<tokio::time::Instant> = None;
         let mut set_updates = self.set_updates.take();
@@ -368,14 +455,34 @@ impl Watcher {
             self.replace_watch_set(set);
         }
         loop {
-            let due = next_due;
-            let woken = tokio::select! {
-                () = tokio::time::sleep_until(next_poll) => false,
-                () = triggers.wait_for_work() => true,
-                () = tokio::time::sleep_until(due.unwrap_or(next_poll)), if due.is_some() => true,
+            let started = tokio::select! {
+                biased;
+                () = &mut shutdown => {
+                    info!("shutdown requested");
+                    break;
+                }
+                Some(event) = received.recv() => self.on_event(event, &mut rounds).await,
+                () = tokio::time::sleep_until(next_poll.unwrap_or_else(far_future)), if next_poll.is_some() => {
+                    next_poll = None;
+                    next_id += 1;
+                    let images = self.set.images().to_vec();
+                    let round = self.start_round(next_id, images, TickKind::Poll, None, &events).await;
+                    rounds.insert(next_id, round);
+                    Some(next_id)
+                }
+                () = triggers.wait_for_work() => {
+                    self.take_triggered(&triggers, &mut next_id, &mut next_due, &mut rounds, &events).await
+                }
+                () = tokio::time::sleep_until(next_due.unwrap_or_else(far_future)), if next_due.is_some() => {
+                    self.take_triggered(&triggers, &mut next_id, &mut next_due, &mut rounds, &events).await
+                }
                 () = became_leader(&mut leadership) => {
                     info!("this replica leads now; checking every image");
-                    false
+                    match next_poll {
+                        Some(_) => next_poll = Some(tokio::time::Instant::now()),
+                        None => poll_again = true,
+                    }
+                    None
                 }
                 changed = next_set(&mut set_updates) => {
                     match changed {
@@ -387,56 +494,34 @@ impl Watcher {
                         }
                         None => set_updates = None,
                     }
-                    continue;
-                }
-                () = &mut shutdown => {
-                    info!("shutdown requested");
-                    break;
+                    None
                 }
             };
-            let batch = if woken {
-                let taken = triggers.take(tokio::time::Instant::now());
-                next_due = taken.next_due;
-                match taken.batch {
-                    Some(batch) => Some(batch),
-                    None => continue,
-                }
-            } else {
-                None
-            };
-            let (images, kind) = match &batch {
-                Some(batch) if !batch.all => (self.watched(&batch.images), TickKind::Triggered),
-                Some(_) => (self.set.images().to_vec(), TickKind::Triggered),
-                None => (self.set.images().to_vec(), TickKind::Poll),
-            };
-            let mut stopping = false;
-            let report = {
-                let pass = self.pass(images, kind, stopped.clone());
-                let mut pass = std::pin::pin!(pass);
-                tokio::select! {
-                    report = &mut pass => Some(report),
-                    () = &mut shutdown => {
-                        info!("shutdown requested; finishing the refresh in flight");
-                        stopping = true;
-                        let _ = stop.send(true);
-                        pass.await;
-                        None
-                    }
-                }
-            };
-            if let Some(batch) = &batch {
-                triggers.served(&batch.tickets);
-                if let Some(report) = &report {
-                    follow_up_claims(&triggers, batch, report);
-                }
-            }
-            if stopping {
-                break;
-            }
-            if batch.as_ref().is_none_or(|batch| batch.all) {
+            if let Some(id) = started
+                && let Some(finished) = self.finish_if_done(&mut rounds, id).await
+                && finished.full
+            {
+                // A poll reschedules the next one; a full triggered check postpones a pending one.
                 let delay = self.config.next_delay();
                 debug!(delay_secs = delay.as_secs(), "next tick");
-                next_poll = tokio::time::Instant::now() + delay;
+                if finished.poll && std::mem::take(&mut poll_again) {
+                    next_poll = Some(tokio::time::Instant::now());
+                } else if next_poll.is_some() || finished.poll {
+                    next_poll = Some(tokio::time::Instant::now() + delay);
+                }
+            }
+        }
+        let abandoned: Vec<u64> = rounds.keys().copied().collect();
+        for id in abandoned {
+            if let Some(round) = rounds.remove(&id) {
+                if round.outstanding > 0 {
+                    warn!(
+                        kind = round.kind.as_str(),
+                        unanswered = round.outstanding,
+                        "shutdown during checks; the unanswered ones are dropped"
+                    );
+                }
+                self.finish_round(round).await;
             }
         }
         triggers.set_running(false);
@@ -444,6 +529,31 @@ impl Watcher {
         self.save_state().await?;
         info!("stopped");
         Ok(())
+    }
+
+    /// Starts a round for the requests that are due, if any; answers its id.
+    async fn take_triggered(
+        &mut self,
+        triggers: &TriggerHandle,
+        next_id: &mut u64,
+        next_due: &mut Option<tokio::time::Instant>,
+        rounds: &mut HashMap<u64, Round>,
+        events: &Events,
+    ) -> Option<u64> {
+        let taken = triggers.take(tokio::time::Instant::now());
+        *next_due = taken.next_due;
+        let batch = taken.batch?;
+        let images = if batch.all {
+            self.set.images().to_vec()
+        } else {
+            self.watched(&batch.images)
+        };
+        *next_id += 1;
+        let round = self
+            .start_round(*next_id, images, TickKind::Triggered, Some(batch), events)
+            .await;
+        rounds.insert(*next_id, round);
+        Some(*next_id)
     }
 
     /// Writes the state file now if anything changed since the last write.
@@ -491,163 +601,223 @@ impl Watcher {
         self.backoffs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// One pass over `images`: check, observe, refresh, save, record.
-    async fn pass(
+    /// Starts the checks of `images` (skipping hosts that are backed off) in a task of their
+    /// own, which reports each answer as it arrives. A shared store's digests are read first.
+    async fn start_round(
         &mut self,
+        id: u64,
         images: Vec<WatchedImage>,
         kind: TickKind,
-        mut stopped: watch::Receiver<bool>,
-    ) -> TickReport {
+        batch: Option<Batch>,
+        events: &Events,
+    ) -> Round {
         let started_at = SystemTime::now();
-        let started = tokio::time::Instant::now();
         self.reload_shared().await;
-
-        let checks = self.check_all(&images);
-        let checked = tokio::select! {
-            checked = checks => Some(checked),
-            _ = stopped.wait_for(|stop| *stop) => None,
-        };
-        let Some(checked) = checked else {
-            warn!("shutdown during checks; this tick's results are dropped");
-            return self.finish(kind, started_at, started, interrupted(&images)).await;
-        };
-
-        let mut reports = Vec::with_capacity(images.len());
-        for (image, checked) in images.iter().zip(checked) {
-            let status = match checked {
-                Checked::BackedOff(remaining) => ImageStatus::BackedOff { remaining },
-                Checked::Fetched(Err(error)) => {
-                    warn!(
-                        image = %image.reference(),
-                        host = %image.host(),
-                        kind = %error.kind(),
-                        error = %error.message(),
-                        "digest check failed"
-                    );
-                    ImageStatus::CheckFailed { error }
+        let now = tokio::time::Instant::now();
+        let mut reports: Vec<Option<ImageStatus>> = Vec::with_capacity(images.len());
+        let mut to_check: Vec<ImageReference> = Vec::new();
+        let mut positions: Vec<usize> = Vec::new();
+        let mut hosts: HashMap<RegistryHost, HostProgress> = HashMap::new();
+        {
+            let backoffs = self.backoffs();
+            for (position, image) in images.iter().enumerate() {
+                match backoffs.paused_until(image.host(), now) {
+                    Some(until) => {
+                        let remaining = until - now;
+                        debug!(
+                            image = %image.reference(),
+                            host = %image.host(),
+                            remaining_secs = remaining.as_secs(),
+                            "registry backed off; skipped"
+                        );
+                        reports.push(Some(ImageStatus::BackedOff { remaining }));
+                    }
+                    None => {
+                        reports.push(None);
+                        to_check.push(image.reference().clone());
+                        positions.push(position);
+                        let host = hosts.entry(image.host().clone()).or_default();
+                        host.positions.push(position);
+                        host.left += 1;
+                    }
                 }
-                Checked::Fetched(Ok(digest)) => {
-                    // Read the flag in a statement of its own: a `watch` borrow held across the
-                    // refresh would block the sender that wants to set it.
-                    let stopping = *stopped.borrow();
-                    self.observe(image, digest, stopping, kind).await
-                }
-            };
-            self.status.record(image.reference(), &status, SystemTime::now());
-            reports.push(ImageReport {
-                image: image.reference().clone(),
-                runtime: image.runtime().map(str::to_owned),
-                status,
-            });
+            }
         }
-        self.finish(kind, started_at, started, reports).await
+        for (position, status) in reports.iter().enumerate() {
+            if let (Some(status), Some(image)) = (status, images.get(position)) {
+                self.status.record(image.reference(), status, SystemTime::now());
+            }
+        }
+        let outstanding = to_check.len();
+        let checks = (!to_check.is_empty()).then(|| {
+            let source = self.source.clone();
+            let concurrency = self.config.concurrency.max(1);
+            let events = events.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                let _finished = FinishOnDrop(events.clone(), id);
+                let ready = |index: usize, result: Result<Digest, CheckError>| {
+                    if let Some(position) = positions.get(index) {
+                        let _ = events.send(Event::Checked(id, *position, result));
+                    }
+                };
+                source.digests_as_ready(&to_check, concurrency, &ready).await;
+            }))
+        });
+        Round {
+            kind,
+            batch,
+            outcomes: vec![None; images.len()],
+            images,
+            reports,
+            hosts,
+            outstanding,
+            started_at,
+            started: now,
+            _checks: checks,
+        }
     }
 
-    /// Fetches every digest in one batch (at most `concurrency` at once), skipping hosts that
-    /// are backed off, then updates each host's back-off from its results. Answers in set order.
-    async fn check_all(&self, images: &[WatchedImage]) -> Vec<Checked> {
-        let now = tokio::time::Instant::now();
-        let paused: Vec<Option<Duration>> = {
-            let backoffs = self.backoffs();
-            images
-                .iter()
-                .map(|image| backoffs.paused_until(image.host(), now).map(|until| until - now))
-                .collect()
+    /// Observes one answer (refreshing when it moved); answers the round's id.
+    async fn on_event(&mut self, event: Event, rounds: &mut HashMap<u64, Round>) -> Option<u64> {
+        let (id, position, result) = match event {
+            Event::Checked(id, position, result) => (id, position, result),
+            Event::Finished(id) => {
+                let round = rounds.get_mut(&id)?;
+                let missing: Vec<usize> = (0..round.reports.len())
+                    .filter(|position| round.reports[*position].is_none())
+                    .collect();
+                for position in missing {
+                    let error = CheckError::new(CheckErrorKind::Other, "the digest source answered too few results");
+                    self.settle(round, position, Err(error)).await;
+                }
+                return Some(id);
+            }
         };
-        for (image, remaining) in images.iter().zip(&paused) {
-            if let Some(remaining) = remaining {
-                debug!(
+        let round = rounds.get_mut(&id)?;
+        if round.reports.get(position).is_none_or(Option::is_some) {
+            return Some(id);
+        }
+        self.settle(round, position, result).await;
+        Some(id)
+    }
+
+    /// Records the answer for the image at `position` of `round`.
+    async fn settle(&mut self, round: &mut Round, position: usize, result: Result<Digest, CheckError>) {
+        let image = round.images[position].clone();
+        let status = match result {
+            Err(error) => {
+                warn!(
                     image = %image.reference(),
                     host = %image.host(),
-                    remaining_secs = remaining.as_secs(),
-                    "registry backed off; skipped"
+                    kind = %error.kind(),
+                    error = %error.message(),
+                    "digest check failed"
                 );
+                round.outcomes[position] = Some(Err(error.clone()));
+                ImageStatus::CheckFailed { error }
+            }
+            Ok(digest) => {
+                round.outcomes[position] = Some(Ok(()));
+                self.observe(&image, digest, round.kind).await
+            }
+        };
+        self.status.record(image.reference(), &status, SystemTime::now());
+        round.reports[position] = Some(status);
+        round.outstanding = round.outstanding.saturating_sub(1);
+        if let Some(host) = round.hosts.get_mut(image.host()) {
+            host.left = host.left.saturating_sub(1);
+            if host.left == 0 {
+                let outcomes = host.positions.iter().filter_map(|p| round.outcomes[*p].as_ref());
+                self.update_backoff(image.host(), outcomes);
+                if round.hosts.len() > 1 {
+                    info!(
+                        kind = round.kind.as_str(),
+                        host = %image.host(),
+                        images = round.hosts[image.host()].positions.len(),
+                        duration_ms = u64::try_from(round.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "host checked"
+                    );
+                }
             }
         }
-        let to_check: Vec<ImageReference> = images
-            .iter()
-            .zip(&paused)
-            .filter(|(_, remaining)| remaining.is_none())
-            .map(|(image, _)| image.reference().clone())
-            .collect();
-        let mut fetched = if to_check.is_empty() {
-            Vec::new()
-        } else {
-            self.source.digests(&to_check, self.config.concurrency.max(1)).await
-        }
-        .into_iter();
-        let checked: Vec<Checked> = paused
-            .into_iter()
-            .map(|remaining| match remaining {
-                Some(remaining) => Checked::BackedOff(remaining),
-                None => Checked::Fetched(fetched.next().unwrap_or_else(|| {
-                    Err(CheckError::new(
-                        CheckErrorKind::Other,
-                        "the digest source answered too few results",
-                    ))
-                })),
-            })
-            .collect();
-        self.update_backoffs(images, &checked);
-        checked
     }
 
-    /// One back-off decision per host per tick: a 429 or a 5xx in this tick counts even when
+    /// Ends round `id` if nothing of it is outstanding.
+    async fn finish_if_done(&mut self, rounds: &mut HashMap<u64, Round>, id: u64) -> Option<Finished> {
+        if rounds.get(&id)?.outstanding > 0 {
+            return None;
+        }
+        let round = rounds.remove(&id)?;
+        Some(self.finish_round(round).await)
+    }
+
+    /// Reports a round (images without an answer as interrupted), serves its trigger
+    /// requests and queues follow-ups for claims the registry did not answer yet.
+    async fn finish_round(&mut self, round: Round) -> Finished {
+        let full = round.is_full();
+        let kind = round.kind;
+        let poll = kind == TickKind::Poll;
+        let reports = round
+            .images
+            .into_iter()
+            .zip(round.reports)
+            .map(|(image, status)| ImageReport {
+                image: image.reference().clone(),
+                runtime: image.runtime().map(str::to_owned),
+                status: status.unwrap_or(ImageStatus::Interrupted),
+            })
+            .collect();
+        let report = self.finish(kind, round.started_at, round.started, reports).await;
+        if let Some(batch) = &round.batch {
+            self.triggers.done(batch);
+            follow_up_claims(&self.triggers, batch, &report);
+        }
+        Finished { report, full, poll }
+    }
+
+    /// One back-off decision per host per round: a 429, a 5xx or a timeout counts even when
     /// another image of the host succeeded; a host with only successes is cleared.
-    fn update_backoffs(&self, images: &[WatchedImage], checked: &[Checked]) {
+    fn update_backoff<'a>(&self, host: &RegistryHost, results: impl Iterator<Item = &'a Result<(), CheckError>>) {
         let now = tokio::time::Instant::now();
-        let mut backoffs = self.backoffs();
-        let mut hosts: Vec<&RegistryHost> = Vec::new();
-        for image in images {
-            if !hosts.contains(&image.host()) {
-                hosts.push(image.host());
+        let mut any_success = false;
+        // The host's one pausing error of this round: a 429 over the others, the longest
+        // `Retry-After` first. Recording each image's error would escalate the pause by the
+        // number of images on the host, not by ticks.
+        let mut pausing: Option<&CheckError> = None;
+        for result in results {
+            match result {
+                Ok(()) => any_success = true,
+                Err(error)
+                    if matches!(error.kind(), CheckErrorKind::RateLimited | CheckErrorKind::Server)
+                        || (error.kind() == CheckErrorKind::Unreachable && error.timed_out()) =>
+                {
+                    let rank = |e: &CheckError| (e.kind() == CheckErrorKind::RateLimited, e.retry_after());
+                    if pausing.is_none_or(|current| rank(error) > rank(current)) {
+                        pausing = Some(error);
+                    }
+                }
+                Err(_) => {}
             }
         }
-        for host in hosts {
-            let results = images
-                .iter()
-                .zip(checked)
-                .filter(|(image, _)| image.host() == host)
-                .filter_map(|(_, checked)| match checked {
-                    Checked::Fetched(result) => Some(result),
-                    Checked::BackedOff(_) => None,
-                });
-            let mut any_success = false;
-            // The host's one pausing error of this tick: a 429 over a 5xx, the longest
-            // `Retry-After` first. Recording each image's error would escalate the pause by the
-            // number of images on the host, not by ticks.
-            let mut pausing: Option<&CheckError> = None;
-            for result in results {
-                match result {
-                    Ok(_) => any_success = true,
-                    Err(error) if matches!(error.kind(), CheckErrorKind::RateLimited | CheckErrorKind::Server) => {
-                        let rank = |e: &CheckError| (e.kind() == CheckErrorKind::RateLimited, e.retry_after());
-                        if pausing.is_none_or(|current| rank(error) > rank(current)) {
-                            pausing = Some(error);
-                        }
-                    }
-                    Err(_) => {}
-                }
+        let mut backoffs = self.backoffs();
+        let Some(error) = pausing else {
+            if any_success {
+                backoffs.record_success(host);
             }
-            let Some(error) = pausing else {
-                if any_success {
-                    backoffs.record_success(host);
-                }
-                continue;
-            };
-            if let Some(pause) = backoffs.record_error(host, error, now) {
-                warn!(
-                    host = %host,
-                    kind = %error.kind(),
-                    pause_secs = pause.as_secs(),
-                    "registry backing off: its images are skipped until the pause passes"
-                );
-            }
+            return;
+        };
+        if let Some(pause) = backoffs.record_error(host, error, now) {
+            warn!(
+                host = %host,
+                kind = %error.kind(),
+                pause_secs = pause.as_secs(),
+                "registry backing off: its images are skipped until the pause passes"
+            );
         }
     }
 
     /// Compares a fetched digest with the seen one and acts.
-    async fn observe(&mut self, image: &WatchedImage, digest: Digest, stopping: bool, kind: TickKind) -> ImageStatus {
+    async fn observe(&mut self, image: &WatchedImage, digest: Digest, kind: TickKind) -> ImageStatus {
         let reference = image.reference();
         let Some(old) = self.seen.get(reference).cloned() else {
             info!(image = %reference, host = %image.host(), digest = %digest.short(), "seeded");
@@ -662,10 +832,6 @@ impl Watcher {
                 self.dirty = true;
             }
             return ImageStatus::Unchanged { digest };
-        }
-        if stopping {
-            info!(image = %reference, old = %old.short(), new = %digest.short(), "moved; not refreshing while stopping");
-            return ImageStatus::Interrupted;
         }
         if let Some(remaining) = self.cooling_down(reference, &digest) {
             info!(
@@ -952,9 +1118,9 @@ async fn became_leader(changes: &mut Option<watch::Receiver<Leadership>>) {
 }
 
 /// A claimed digest the registry did not answer (it answered the digest already seen, a first
-/// one, or an error): check once more, a moment later, in case the tag was not readable yet.
-/// distribution, for one, sends its push event before it links the tag, and a read in between
-/// answers the old digest or a 500 (`invalid checksum digest format`).
+/// one, or an error): check again soon, in case the tag was not readable yet. distribution, for
+/// one, sends its push event before it links the tag, and a read in between answers the old
+/// digest or a 500 (`invalid checksum digest format`). A claim answered ends its follow-ups.
 fn follow_up_claims(triggers: &TriggerHandle, batch: &Batch, report: &TickReport) {
     for (image, claim) in &batch.claims {
         let answered = match report.status_of(image) {
@@ -962,15 +1128,18 @@ fn follow_up_claims(triggers: &TriggerHandle, batch: &Batch, report: &TickReport
                 digest.short()
             }
             Some(ImageStatus::CheckFailed { error }) => error.kind().as_str().to_owned(),
-            _ => continue,
+            _ => {
+                triggers.claim_met(image, claim);
+                continue;
+            }
         };
         debug!(
             image = %image,
             answered = %answered,
             claimed = %claim.short(),
-            "the registry does not answer the announced digest yet; checking once more"
+            "the registry does not answer the announced digest yet; checking again soon"
         );
-        triggers.follow_up(image, tokio::time::Instant::now());
+        triggers.follow_up(image, claim, tokio::time::Instant::now());
     }
 }
 
@@ -986,13 +1155,7 @@ async fn next_set(updates: &mut Option<watch::Receiver<WatchSet>>) -> Option<Wat
     }
 }
 
-fn interrupted(images: &[WatchedImage]) -> Vec<ImageReport> {
-    images
-        .iter()
-        .map(|image| ImageReport {
-            image: image.reference().clone(),
-            runtime: image.runtime().map(str::to_owned),
-            status: ImageStatus::Interrupted,
-        })
-        .collect()
+/// An instant no timer reaches (for a disabled `select!` branch's placeholder).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }

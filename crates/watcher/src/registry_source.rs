@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::StreamExt as _;
 use registry_core::client::{RegistryClient, RegistryError};
 use registry_core::{Digest, ImageReference};
 
@@ -41,6 +42,18 @@ impl DigestSource for RegistrySource {
             .map(|(_, result)| result.map_err(|e| check_error(&e)))
             .collect()
     }
+
+    async fn digests_as_ready(
+        &self,
+        images: &[ImageReference],
+        concurrency: usize,
+        ready: &(dyn Fn(usize, Result<Digest, CheckError>) + Send + Sync),
+    ) {
+        let mut answers = std::pin::pin!(self.client.manifest_digests_as_ready(images, concurrency));
+        while let Some((index, answer)) = answers.next().await {
+            ready(index, answer.map_err(|e| check_error(&e)));
+        }
+    }
 }
 
 /// The watcher's view of a registry error: its kind, its message, its `Retry-After`.
@@ -55,7 +68,9 @@ pub fn check_error(error: &RegistryError) -> CheckError {
         RegistryError::Malformed { .. } | RegistryError::DigestMismatch { .. } => CheckErrorKind::Protocol,
         RegistryError::Insecure { .. } => CheckErrorKind::Other,
     };
-    CheckError::new(kind, error.to_string()).with_retry_after(error.retry_after())
+    CheckError::new(kind, error.to_string())
+        .with_retry_after(error.retry_after())
+        .with_timed_out(matches!(error, RegistryError::Timeout { .. }))
 }
 
 #[cfg(test)]
@@ -100,5 +115,22 @@ mod tests {
         assert_eq!(mapped.kind(), kind);
         assert_eq!(mapped.retry_after(), retry_after.map(Duration::from_secs));
         assert_eq!(mapped.message(), error.to_string());
+    }
+
+    #[test]
+    fn only_a_timeout_is_marked_timed_out() {
+        let refused = RegistryError::Unreachable {
+            host: host(),
+            reason: "connection refused".into(),
+        };
+        assert!(!check_error(&refused).timed_out());
+        let timeout = RegistryError::Timeout {
+            host: host(),
+            url: "https://ghcr.io/v2/".into(),
+            after: Duration::from_secs(10),
+        };
+        let mapped = check_error(&timeout);
+        assert_eq!(mapped.kind(), CheckErrorKind::Unreachable);
+        assert!(mapped.timed_out());
     }
 }

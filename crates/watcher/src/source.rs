@@ -68,6 +68,7 @@ pub struct CheckError {
     kind: CheckErrorKind,
     message: String,
     retry_after: Option<Duration>,
+    timed_out: bool,
 }
 
 impl CheckError {
@@ -76,7 +77,16 @@ impl CheckError {
             kind,
             message: message.into(),
             retry_after: None,
+            timed_out: false,
         }
+    }
+
+    /// Marks a check that gave up waiting for an answer (a hung host), as opposed to one
+    /// refused at once: only the first kind of [`CheckErrorKind::Unreachable`] costs enough to
+    /// back the host off.
+    pub fn with_timed_out(mut self, timed_out: bool) -> CheckError {
+        self.timed_out = timed_out;
+        self
     }
 
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> CheckError {
@@ -94,6 +104,11 @@ impl CheckError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+
+    /// Whether the check timed out (see [`CheckError::with_timed_out`]).
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
     }
 }
 
@@ -115,5 +130,24 @@ pub trait DigestSource: Send + Sync + fmt::Debug {
             .buffered(concurrency.max(1))
             .collect()
             .await
+    }
+
+    /// The digests of several images, each handed to `ready` with its index in `images` as
+    /// soon as it is known, at most `concurrency` checks at once (per registry host, for a
+    /// source that knows hosts). The watcher observes answers as they arrive, so one slow
+    /// image (or host) holds back no other. The default runs [`DigestSource::digest`] for
+    /// each, completing in any order.
+    async fn digests_as_ready(
+        &self,
+        images: &[ImageReference],
+        concurrency: usize,
+        ready: &(dyn Fn(usize, Result<Digest, CheckError>) + Send + Sync),
+    ) {
+        let mut answers = futures_util::stream::iter(0..images.len())
+            .map(|index| async move { (index, self.digest(&images[index]).await) })
+            .buffer_unordered(concurrency.max(1));
+        while let Some((index, answer)) = answers.next().await {
+            ready(index, answer);
+        }
     }
 }

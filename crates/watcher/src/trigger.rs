@@ -13,16 +13,18 @@
 //! exactly as a poll would.
 //!
 //! A request may say which digest its sender claims the tag now has ([`TriggerHandle::check_expecting`]).
-//! The claim decides nothing; it only buys one follow-up check, [`FOLLOW_UP_DELAY`] later, when
-//! the registry still answers the digest already seen: registries announce a push before the tag
-//! is readable everywhere (distribution sends its event before it links the tag; CDN-backed
-//! registries answer from caches), and a check that lands in that gap would otherwise leave the
-//! move to the next poll.
+//! The claim decides nothing; it is a hint that buys quick follow-up checks while the registry
+//! still answers something else: registries announce a push before the tag is readable
+//! everywhere (distribution sends its event before it links the tag; CDN-backed registries
+//! answer from caches), and a check that lands in that gap would otherwise leave the move to the
+//! next poll. The follow-ups start [`FOLLOW_UP_FIRST`] after the check that missed the claim and
+//! double each time, until the registry answers the claimed digest or [`FOLLOW_UP_WINDOW`] has
+//! passed since the request.
 //!
 //! [`Watcher::run`]: crate::Watcher::run
 //! [`WatcherConfig::trigger_spacing`]: crate::WatcherConfig::trigger_spacing
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -33,8 +35,21 @@ use tokio::time::Instant;
 
 use crate::watch_set::WatchSet;
 
-/// How long after a check that did not see a claimed digest its one follow-up starts.
-pub const FOLLOW_UP_DELAY: Duration = Duration::from_millis(500);
+/// How long after a check that did not see a claimed digest the first follow-up starts; each
+/// further one waits twice as long as the one before.
+pub const FOLLOW_UP_FIRST: Duration = Duration::from_millis(25);
+
+/// How long after a request with a claim its follow-ups may go on; the last one is checked at
+/// the window's end.
+pub const FOLLOW_UP_WINDOW: Duration = Duration::from_secs(2);
+
+/// A claimed digest being waited for.
+#[derive(Debug)]
+struct Hint {
+    claim: Digest,
+    since: Instant,
+    follow_ups: u32,
+}
 
 /// What became of one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,12 +103,21 @@ struct Queue {
     all: Option<u64>,
     /// Single images, each once, with their tickets, in request order.
     images: Vec<(ImageReference, u64)>,
+    /// The tickets of `images` by image, so a request finds its queued check in O(1).
+    queued: HashMap<ImageReference, u64>,
     /// When each image's last triggered check started.
     started: HashMap<ImageReference, Instant>,
     /// The digest the latest request for an image claims, until a pass takes the image.
     claims: HashMap<ImageReference, Digest>,
     /// When queued follow-ups become due (instead of the spacing).
     follow_ups: HashMap<ImageReference, Instant>,
+    /// The claim each image's follow-ups wait for, and since when.
+    hints: HashMap<ImageReference, Hint>,
+    /// Images a triggered check is in flight for: a queued request for one waits until it
+    /// ends, so an image has at most one triggered check in flight however slow its host.
+    busy: HashSet<ImageReference>,
+    /// A triggered check of every image is in flight.
+    all_busy: bool,
     next_ticket: u64,
     counts: TriggerCounts,
 }
@@ -150,9 +174,13 @@ impl TriggerHandle {
                 queue: Mutex::new(Queue {
                     all: None,
                     images: Vec::new(),
+                    queued: HashMap::new(),
                     started: HashMap::new(),
                     claims: HashMap::new(),
                     follow_ups: HashMap::new(),
+                    hints: HashMap::new(),
+                    busy: HashSet::new(),
+                    all_busy: false,
                     next_ticket: 1,
                     counts: TriggerCounts::default(),
                 }),
@@ -207,21 +235,25 @@ impl TriggerHandle {
         }
         let mut queue = self.queue();
         if let Some(claim) = claim {
+            let since = Instant::now();
+            queue.hints.insert(
+                image.clone(),
+                Hint {
+                    claim: claim.clone(),
+                    since,
+                    follow_ups: 0,
+                },
+            );
             queue.claims.insert(image.clone(), claim);
         }
-        let covering = queue.all.or_else(|| {
-            queue
-                .images
-                .iter()
-                .find(|(queued, _)| *queued == image)
-                .map(|(_, t)| *t)
-        });
+        let covering = queue.all.or_else(|| queue.queued.get(&image).copied());
         if let Some(ticket) = covering {
             queue.counts.coalesced += 1;
             return Ok((TriggerOutcome::Coalesced, Ticket(ticket)));
         }
         let ticket = self.enqueue(&mut queue);
         queue.counts.queued += 1;
+        queue.queued.insert(image.clone(), ticket);
         queue.images.push((image, ticket));
         drop(queue);
         self.shared.wake.notify_one();
@@ -287,9 +319,13 @@ impl TriggerHandle {
     pub(crate) fn take(&self, now: Instant) -> Taken {
         let spacing = self.shared.spacing;
         let mut queue = self.queue();
-        if let Some(ticket) = queue.all.take() {
+        if !queue.all_busy
+            && let Some(ticket) = queue.all.take()
+        {
+            queue.all_busy = true;
             let mut tickets = vec![ticket];
             tickets.extend(queue.images.drain(..).map(|(_, t)| t));
+            queue.queued.clear();
             for image in self.watch_set().images() {
                 queue.started.insert(image.reference().clone(), now);
             }
@@ -311,14 +347,22 @@ impl TriggerHandle {
                 .copied()
                 .or_else(|| queue.started.get(image).map(|started| *started + spacing))
         };
+        let busy = |queue: &Queue, image: &ImageReference| queue.all_busy || queue.busy.contains(image);
         let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.images)
             .into_iter()
-            .partition(|(image, _)| due_at(&queue, image).is_none_or(|at| at <= now));
-        let next_due = held.iter().filter_map(|(image, _)| due_at(&queue, image)).min();
+            .partition(|(image, _)| !busy(&queue, image) && due_at(&queue, image).is_none_or(|at| at <= now));
+        // A busy image is taken when its check ends (which wakes the loop), not at a time.
+        let next_due = held
+            .iter()
+            .filter(|(image, _)| !busy(&queue, image))
+            .filter_map(|(image, _)| due_at(&queue, image))
+            .min();
         queue.images = held;
         for (image, _) in &due {
+            queue.queued.remove(image);
             queue.started.insert(image.clone(), now);
             queue.follow_ups.remove(image);
+            queue.busy.insert(image.clone());
         }
         let claims = due
             .iter()
@@ -336,16 +380,30 @@ impl TriggerHandle {
         Taken { batch, next_due }
     }
 
-    /// Queues one more check of `image`, due [`FOLLOW_UP_DELAY`] after `now`, without a claim
-    /// (so follow-ups never chain), unless a check of it is queued already.
-    pub(crate) fn follow_up(&self, image: &ImageReference, now: Instant) {
+    /// Queues one more check of `image`, whose check did not answer `claim`: due
+    /// [`FOLLOW_UP_FIRST`] after `now`, twice as long after each further miss, the last at the
+    /// end of [`FOLLOW_UP_WINDOW`] from the request. Nothing is queued when the claim is not
+    /// the latest one for the image, the window has passed, or a check of it is queued already.
+    pub(crate) fn follow_up(&self, image: &ImageReference, claim: &Digest, now: Instant) {
         let mut queue = self.queue();
-        if queue.all.is_some() || queue.images.iter().any(|(queued, _)| queued == image) {
+        if queue.all.is_some() || queue.queued.contains_key(image) {
             return;
         }
+        let Some(hint) = queue.hints.get_mut(image).filter(|hint| hint.claim == *claim) else {
+            return;
+        };
+        let end = hint.since + FOLLOW_UP_WINDOW;
+        let due = (now + FOLLOW_UP_FIRST.saturating_mul(1 << hint.follow_ups.min(16))).min(end);
+        if now >= end {
+            queue.hints.remove(image);
+            return;
+        }
+        hint.follow_ups += 1;
         let ticket = self.enqueue(&mut queue);
         queue.counts.follow_ups += 1;
-        queue.follow_ups.insert(image.clone(), now + FOLLOW_UP_DELAY);
+        queue.follow_ups.insert(image.clone(), due);
+        queue.claims.insert(image.clone(), claim.clone());
+        queue.queued.insert(image.clone(), ticket);
         queue.images.push((image.clone(), ticket));
         drop(queue);
         self.shared.wake.notify_one();
@@ -355,14 +413,41 @@ impl TriggerHandle {
     /// is looked at again then), unless a check of it is queued already.
     pub(crate) fn recheck(&self, image: &ImageReference, due: Instant) {
         let mut queue = self.queue();
-        if queue.all.is_some() || queue.images.iter().any(|(queued, _)| queued == image) {
+        if queue.all.is_some() || queue.queued.contains_key(image) {
             return;
         }
         let ticket = self.enqueue(&mut queue);
         queue.follow_ups.insert(image.clone(), due);
+        queue.queued.insert(image.clone(), ticket);
         queue.images.push((image.clone(), ticket));
         drop(queue);
         self.shared.wake.notify_one();
+    }
+
+    /// The registry answered the claim `image` was waited for: no more follow-ups for it.
+    pub(crate) fn claim_met(&self, image: &ImageReference, claim: &Digest) {
+        let mut queue = self.queue();
+        if queue.hints.get(image).is_some_and(|hint| hint.claim == *claim) {
+            queue.hints.remove(image);
+        }
+    }
+
+    /// The round serving `batch` finished: its tickets are served and its images may be
+    /// taken again.
+    pub(crate) fn done(&self, batch: &Batch) {
+        let mut queue = self.queue();
+        if batch.all {
+            queue.all_busy = false;
+        }
+        for image in &batch.images {
+            queue.busy.remove(image);
+        }
+        let waiting = queue.all.is_some() || !queue.images.is_empty();
+        drop(queue);
+        self.served(&batch.tickets);
+        if waiting {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// The pass serving `tickets` finished.
@@ -426,7 +511,9 @@ mod tests {
         let (one, two) = (reference("ghcr.io/a/one:latest"), reference("ghcr.io/a/two:latest"));
         let start = Instant::now();
         handle.check(&one).expect("watched");
-        assert_eq!(handle.take(start).batch.expect("due").images, vec![one.clone()]);
+        let first = handle.take(start).batch.expect("due");
+        assert_eq!(first.images, vec![one.clone()]);
+        handle.done(&first);
         let later = start + Duration::from_millis(300);
         handle.check(&one).expect("watched");
         handle.check(&two).expect("watched");
@@ -435,6 +522,22 @@ mod tests {
         assert_eq!(taken.next_due, Some(start + SPACING), "one is held back");
         assert!(handle.take(start + Duration::from_millis(999)).batch.is_none());
         assert_eq!(handle.take(start + SPACING).batch.expect("due now").images, vec![one]);
+    }
+
+    #[test]
+    fn an_image_whose_triggered_check_is_in_flight_waits_for_it_to_end() {
+        let handle = handle();
+        let one = reference("ghcr.io/a/one:latest");
+        let start = Instant::now();
+        handle.check(&one).expect("watched");
+        let first = handle.take(start).batch.expect("due");
+        handle.check(&one).expect("watched");
+        let late = start + SPACING * 10;
+        let taken = handle.take(late);
+        assert!(taken.batch.is_none(), "the first check is still in flight");
+        assert_eq!(taken.next_due, None, "taken when the first ends, not at a time");
+        handle.done(&first);
+        assert_eq!(handle.take(late).batch.expect("due now").images, vec![one]);
     }
 
     #[test]
@@ -478,28 +581,61 @@ mod tests {
     }
 
     #[test]
-    fn the_latest_claim_goes_with_the_pass_that_takes_the_image_and_follow_ups_do_not_chain() {
+    fn follow_ups_double_from_the_first_delay_until_the_window_ends() {
         let handle = handle();
         let one = reference("ghcr.io/a/one:latest");
         let claim = |c: char| -> Digest { format!("sha256:{}", c.to_string().repeat(64)).parse().expect("valid") };
-        let now = Instant::now();
         handle.check_expecting(&one, Some(claim('a'))).expect("watched");
         handle.check_expecting(&one, Some(claim('b'))).expect("watched");
+        let mut now = Instant::now();
         let batch = handle.take(now).batch.expect("due");
-        assert_eq!(batch.claims, vec![(one.clone(), claim('b'))]);
-        handle.follow_up(&one, now);
-        handle.follow_up(&one, now);
-        assert_eq!(handle.counts().follow_ups, 1, "one queued follow-up at a time");
-        let early = handle.take(now + FOLLOW_UP_DELAY / 2);
-        assert!(early.batch.is_none());
         assert_eq!(
-            early.next_due,
-            Some(now + FOLLOW_UP_DELAY),
-            "due sooner than the spacing"
+            batch.claims,
+            vec![(one.clone(), claim('b'))],
+            "the latest claim goes with the pass"
         );
-        let taken = handle.take(now + FOLLOW_UP_DELAY);
-        let batch = taken.batch.expect("follow-up due after its delay");
-        assert_eq!(batch.images, vec![one]);
-        assert!(batch.claims.is_empty(), "a follow-up carries no claim");
+        handle.done(&batch);
+        handle.follow_up(&one, &claim('a'), now);
+        assert_eq!(handle.counts().follow_ups, 0, "a superseded claim buys nothing");
+        let mut delays = Vec::new();
+        loop {
+            handle.follow_up(&one, &claim('b'), now);
+            let taken = handle.take(now);
+            let Some(due) = taken.next_due else {
+                assert!(taken.batch.is_none());
+                break;
+            };
+            delays.push(due - now);
+            let batch = handle.take(due).batch.expect("due after its delay");
+            assert_eq!(
+                batch.claims,
+                vec![(one.clone(), claim('b'))],
+                "each follow-up carries the claim"
+            );
+            handle.done(&batch);
+            now = due;
+        }
+        let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms[..6], [25, 50, 100, 200, 400, 800]);
+        let total: Duration = delays.iter().sum();
+        assert!(total <= FOLLOW_UP_WINDOW + Duration::from_millis(5), "{ms:?}");
+        assert!(
+            total >= FOLLOW_UP_WINDOW - Duration::from_millis(5),
+            "the last one at the window's end: {ms:?}"
+        );
+    }
+
+    #[test]
+    fn a_met_claim_stops_the_follow_ups() {
+        let handle = handle();
+        let one = reference("ghcr.io/a/one:latest");
+        let claim: Digest = format!("sha256:{}", "c".repeat(64)).parse().expect("valid");
+        handle.check_expecting(&one, Some(claim.clone())).expect("watched");
+        let now = Instant::now();
+        let batch = handle.take(now).batch.expect("due");
+        handle.done(&batch);
+        handle.claim_met(&one, &claim);
+        handle.follow_up(&one, &claim, now);
+        assert_eq!(handle.counts().follow_ups, 0);
     }
 }

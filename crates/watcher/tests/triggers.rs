@@ -285,23 +285,26 @@ impl DigestSource for LaggingSource {
 }
 
 #[rstest::rstest]
-#[case::old_digest_then_the_new_one(digest('b'), Ok(digest('a')), digest('b'), "refreshed")]
+#[case::old_digest_then_the_new_one(digest('b'), Ok(digest('a')), digest('b'), "refreshed", 1)]
 #[case::tag_half_written_then_the_new_one(
     digest('b'),
     Err(CheckError::new(CheckErrorKind::Server, "500 invalid checksum digest format")),
     digest('b'),
-    "refreshed"
+    "refreshed",
+    1
 )]
-#[case::claim_that_never_comes_true(digest('f'), Ok(digest('a')), digest('a'), "unchanged")]
+// 25, 50, 100, 200, 400 and 800 ms, then the window's end at 2 s.
+#[case::claim_that_never_comes_true(digest('f'), Ok(digest('a')), digest('a'), "unchanged", 7)]
 #[tokio::test(start_paused = true)]
-async fn a_claimed_digest_not_answered_yet_buys_exactly_one_follow_up(
+async fn a_claimed_digest_not_answered_yet_is_checked_again_until_it_shows_or_the_window_ends(
     #[case] claim: Digest,
     #[case] lagging: Result<Digest, CheckError>,
     #[case] after: Digest,
     #[case] expected_result: &str,
+    #[case] follow_ups: u64,
 ) {
-    // Call 1: the first tick. Call 2: the triggered check, still lagging. Call 3: the follow-up,
-    // and no more: follow-ups do not chain.
+    // Call 1: the first tick. Call 2: the triggered check, still lagging. Then the follow-ups,
+    // until the claim shows or the window ends.
     let source = Arc::new(LaggingSource {
         calls: Mutex::new(0),
         before: digest('a'),
@@ -326,8 +329,8 @@ async fn a_claimed_digest_not_answered_yet_buys_exactly_one_follow_up(
         tokio::time::sleep(Duration::from_secs(5)).await;
     })
     .await;
-    assert_eq!(*source.calls.lock().expect("lock"), 3);
-    assert_eq!(trigger.counts().follow_ups, 1);
+    assert_eq!(*source.calls.lock().expect("lock"), 2 + follow_ups as usize);
+    assert_eq!(trigger.counts().follow_ups, follow_ups);
     assert_eq!(status.image(&a).expect("watched").last_result, Some(expected_result));
 }
 
