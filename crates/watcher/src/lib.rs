@@ -23,7 +23,7 @@ pub mod watch_set;
 
 pub use backoff::BackoffPolicy;
 pub use gate::{Attestation, Gate, GateVerdict};
-pub use poll::{MAX_JITTER, Watcher, WatcherConfig};
+pub use poll::{MAX_JITTER, Reload, Reloader, Watcher, WatcherConfig};
 pub use refresher::{MonitorOnly, RefreshError, RefreshEvent, RefreshOutcome, Refresher};
 pub use registry_source::RegistrySource;
 pub use report::{ImageReport, ImageStatus, TickCounts, TickReport};

@@ -85,6 +85,30 @@ impl WatcherConfig {
     }
 }
 
+/// New settings for a running watcher (a reloaded config file): those that may change live
+/// and, when they change, the source and the refresher. What was seen, the back-offs and the
+/// counters are kept. The watch set is not among them: it changes through
+/// [`Watcher::follow_watch_set`] (or [`Watcher::replace_watch_set`]), whoever changes it.
+#[derive(Debug)]
+pub struct Reload {
+    pub source: Option<Arc<dyn DigestSource>>,
+    pub refresher: Option<Arc<dyn Refresher>>,
+    pub interval: Duration,
+    pub jitter: f64,
+    pub concurrency: usize,
+}
+
+/// Hands reloads to [`Watcher::run`]; get one with [`Watcher::reloader`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Reloader(mpsc::UnboundedSender<Reload>);
+
+impl Reloader {
+    /// Queues `reload` for the running loop, which applies it between two answers.
+    pub fn reload(&self, reload: Reload) {
+        let _ = self.0.send(reload);
+    }
+}
+
 /// The watcher: a watch set, a digest source, a refresher and what it has seen.
 #[derive(Debug)]
 pub struct Watcher {
@@ -113,6 +137,9 @@ pub struct Watcher {
     first_seen: HashMap<ImageReference, FirstSeen>,
     /// Per image, the digest the gate holds, how often it held it, and when to ask again.
     holds: HashMap<ImageReference, Hold>,
+    /// Settings to take while running (see [`Watcher::reloader`]).
+    reloader: Reloader,
+    reloads: Option<mpsc::UnboundedReceiver<Reload>>,
 }
 
 #[derive(Debug)]
@@ -262,7 +289,10 @@ impl Watcher {
             state_set_aside = loaded.set_aside;
         }
         let status = StatusBoard::new(&set, |image| seen.get(image).cloned());
+        let (reloader, reloads) = mpsc::unbounded_channel();
         Watcher {
+            reloader: Reloader(reloader),
+            reloads: Some(reloads),
             backoffs: Mutex::new(Backoffs::new(config.backoff.clone())),
             retries: RefreshRetries::default(),
             status,
@@ -368,6 +398,40 @@ impl Watcher {
         self.triggers.clone()
     }
 
+    /// Applies new settings to [`Watcher::run`] while it runs (see [`Reload`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Takes `reload` now: rounds in flight finish with the source they started with. Answers
+    /// whether the interval changed.
+    pub fn apply_reload(&mut self, reload: Reload) -> bool {
+        let Reload {
+            source,
+            refresher,
+            interval,
+            jitter,
+            concurrency,
+        } = reload;
+        if let Some(source) = source {
+            self.source = source;
+        }
+        if let Some(refresher) = refresher {
+            self.refresher = refresher;
+        }
+        let interval_changed = self.config.interval != interval;
+        self.config.interval = interval;
+        self.config.jitter = jitter;
+        self.config.concurrency = concurrency.max(1);
+        info!(
+            interval_secs = interval.as_secs(),
+            concurrency,
+            refresher = self.refresher.name(),
+            "settings reloaded"
+        );
+        interval_changed
+    }
+
     /// What is known per image, and the counters, as the loop goes.
     pub fn status(&self) -> StatusBoard {
         self.status.clone()
@@ -440,6 +504,7 @@ impl Watcher {
         // Became leader while a poll was in flight: poll again once it ends.
         let mut poll_again = false;
         let (events, mut received) = mpsc::unbounded_channel();
+        let mut reloads = self.reloads.take();
         let mut rounds: HashMap<u64, Round> = HashMap::new();
         let mut next_id: u64 = 0;
         // When the next poll starts; `None` while a poll is in flight.
@@ -462,6 +527,16 @@ impl Watcher {
                     break;
                 }
                 Some(event) = received.recv() => self.on_event(event, &mut rounds).await,
+                Some(reload) = next_reload(&mut reloads) => {
+                    // A shorter interval takes effect at once, not after the poll scheduled
+                    // with the old one.
+                    if self.apply_reload(reload)
+                        && let Some(at) = next_poll
+                    {
+                        next_poll = Some(at.min(tokio::time::Instant::now() + self.config.next_delay()));
+                    }
+                    None
+                }
                 () = tokio::time::sleep_until(next_poll.unwrap_or_else(far_future)), if next_poll.is_some() => {
                     next_poll = None;
                     next_id += 1;
@@ -524,6 +599,7 @@ impl Watcher {
                 self.finish_round(round).await;
             }
         }
+        self.reloads = reloads;
         triggers.set_running(false);
         self.set_updates = set_updates;
         self.save_state().await?;
@@ -1152,6 +1228,14 @@ async fn next_set(updates: &mut Option<watch::Receiver<WatchSet>>) -> Option<Wat
     match receiver.changed().await {
         Ok(()) => Some(receiver.borrow_and_update().clone()),
         Err(_) => None,
+    }
+}
+
+/// The next reload, or never when there is no channel.
+async fn next_reload(reloads: &mut Option<mpsc::UnboundedReceiver<Reload>>) -> Option<Reload> {
+    match reloads {
+        Some(reloads) => reloads.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -364,3 +364,32 @@ async fn a_replaced_watch_set_is_followed_between_passes_and_new_images_are_seed
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_takes_new_settings_live_and_keeps_what_was_seen() {
+    let first = answering_a_and_b(Duration::ZERO);
+    let second = answering_a_and_b(Duration::ZERO);
+    let mut watcher = watcher(&first, Duration::from_secs(600));
+    let status = watcher.status();
+    let reloader = watcher.reloader();
+    run_while(&mut watcher, async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(first.calls_for(A), 1, "the first tick");
+        reloader.reload(watcher::Reload {
+            source: Some(second.clone()),
+            refresher: None,
+            interval: Duration::from_secs(10),
+            jitter: 0.0,
+            concurrency: 4,
+        });
+        // The poll scheduled for 600 s comes 10 s after the reload instead.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+    })
+    .await;
+    assert_eq!(first.calls_for(A), 1, "the old source is no longer asked");
+    assert_eq!(second.calls_for(A), 1, "the new interval and source took effect");
+    let a = status.image(&reference(A)).expect("watched");
+    assert_eq!(a.checks, 2, "A keeps its state across the reload");
+    assert_eq!(a.last_result, Some("unchanged"), "what was seen is kept: no re-seed");
+    assert_eq!(watcher.config().interval, Duration::from_secs(10));
+}
