@@ -3,6 +3,7 @@
 //! a provider to each host, and runs one command. Exit status: 0 done, 1 a check or refresh failed, 2 invalid input or configuration.
 
 mod commands;
+mod config;
 mod exit;
 mod logging;
 mod settings;
@@ -10,7 +11,7 @@ mod transport;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
@@ -47,10 +48,55 @@ enum Command {
     Watch(Box<commands::watch::Args>),
     /// Check that the digest an image points at carries a cosign signature by a key.
     Verify(commands::verify::Args),
+    /// Work with config files (`--config PATH` of `watch`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a config file without running anything: exit 0 if valid, 2 with the file, line
+    /// and key of the first problem.
+    Check {
+        /// The TOML file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// The command line with the config file's settings beneath it (see `config`).
+fn parse_with_config(argv: Vec<std::ffi::OsString>) -> Result<Cli, exit::Failure> {
+    let command = Cli::command();
+    let argv = config::with_file_defaults(&command, argv).map_err(|e| exit::Failure::Config(e.to_string()))?;
+    let matches = command.try_get_matches_from(argv).unwrap_or_else(|e| e.exit());
+    Cli::from_arg_matches(&matches).map_err(|e| exit::Failure::Config(e.to_string()))
+}
+
+/// The `watch` arguments as they are now: the same command line, the config file read again
+/// (what a reload applies).
+fn reparse_watch() -> Result<commands::watch::Args, exit::Failure> {
+    let command = Cli::command();
+    let argv = config::with_file_defaults(&command, std::env::args_os().collect())
+        .map_err(|e| exit::Failure::Config(e.to_string()))?;
+    let matches = command
+        .try_get_matches_from(argv)
+        .map_err(|e| exit::Failure::Config(e.to_string().lines().next().unwrap_or_default().to_owned()))?;
+    match Cli::from_arg_matches(&matches)
+        .map_err(|e| exit::Failure::Config(e.to_string()))?
+        .command
+    {
+        Command::Watch(args) => Ok(*args),
+        _ => Err(exit::Failure::Config("not a watch command".into())),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_with_config(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(failure) => {
+            logging::init(LogFormat::Text);
+            return exit::fail(failure);
+        }
+    };
     logging::init(cli.log_format);
     // Idle arenas purge only from this thread: without it, what a burst freed stays resident.
     if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
@@ -69,8 +115,15 @@ fn main() -> ExitCode {
             Command::Registry(args) => commands::registry::run(args).await,
             Command::AuthHeader(args) => commands::auth_header::run(args).await,
             Command::Digest(args) => commands::digest::run(args).await,
-            Command::Watch(args) => commands::watch::run(*args).await,
+            Command::Watch(args) => commands::watch::run(*args, reparse_watch).await,
             Command::Verify(args) => commands::verify::run(args).await,
+            Command::Config(ConfigCommand::Check { path }) => match config::check(&Cli::command(), &path) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => Err(exit::Failure::Config(error.to_string())),
+            },
         }
     });
     match result {

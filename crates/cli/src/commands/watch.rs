@@ -3,6 +3,7 @@
 //! (`--once`) or the loop until SIGINT/SIGTERM. Refresh is opt-in: without `--refresh` it is
 //! `docker` when `IMAGE_AUTO_REFRESH=true`, otherwise `none` (monitor only).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,12 +24,14 @@ use crate::transport::TransportArgs;
 
 mod api;
 mod fleet;
+mod reload;
+mod routed;
 pub mod trust_gate;
 
 /// The platform's switch for refreshing containers; opt-in.
 pub const AUTO_REFRESH_ENV: &str = "IMAGE_AUTO_REFRESH";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum RefreshKind {
     /// Monitor only: log moves, change nothing.
     None,
@@ -81,9 +84,18 @@ pub struct Args {
     /// `true` enables the Docker refresher when `--refresh` is not given.
     #[arg(long = "auto-refresh", value_name = "BOOL", env = AUTO_REFRESH_ENV, hide = true)]
     auto_refresh: Option<String>,
-    /// Digest checks running at once.
+    /// Digest checks running at once per registry host (each host on its own).
     #[arg(long, value_name = "N", env = "IMAGEWATCH_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
+    /// Digest checks running at once over all registry hosts together.
+    #[arg(long, value_name = "N", env = "IMAGEWATCH_GLOBAL_CONCURRENCY", default_value_t = registry_core::client::DEFAULT_GLOBAL_CONCURRENCY)]
+    global_concurrency: usize,
+    /// A TOML file holding what the flags hold (keys are the long flag names, e.g.
+    /// `interval = "30s"`, `image = ["ghcr.io/org/app:latest"]`) and `[[image]]` tables with
+    /// per-image settings (`ref`, `refresh`). Flags and environment win over the file. Reloaded
+    /// on SIGHUP or when it changes; check one with `imagewatch config check PATH`.
+    #[arg(long, value_name = "PATH", env = crate::config::CONFIG_ENV)]
+    config: Option<PathBuf>,
 
     /// Docker Engine address (`unix:///var/run/docker.sock`, `tcp://host:2375`).
     #[arg(long, value_name = "URL", env = "DOCKER_HOST", help_heading = "Docker refresher")]
@@ -334,10 +346,9 @@ impl Args {
     }
 }
 
-pub async fn run(args: Args) -> Result<ExitCode, Failure> {
+pub async fn run(args: Args, reparse: fn() -> Result<Args, Failure>) -> Result<ExitCode, Failure> {
     let settings = Settings::from_env()?;
     let base = args.watch_set(&settings)?;
-    let kind = args.refresh_kind()?;
     let discovery = match args.host.discover {
         Some(DiscoverSource::Docker) => Some(discovery(&args).await?),
         None => None,
@@ -346,8 +357,10 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         Some((_, found)) => found.watch_set(&base),
         None => base.clone(),
     };
-    if args.concurrency == 0 {
-        return Err(Failure::Config("--concurrency 0: expected at least 1".into()));
+    if args.concurrency == 0 || args.global_concurrency == 0 {
+        return Err(Failure::Config(
+            "--concurrency and --global-concurrency must be at least 1".into(),
+        ));
     }
     let transport = args.transport.transport()?;
     let policy = args.trust.policy()?;
@@ -358,10 +371,10 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         .await
         .map_err(Failure::config)?;
     let engine_auth = wired.engine_auth();
-    let stats = wired.client.stats().clone();
-    let client = Arc::new(wired.client);
+    let client = Arc::new(wired.client.with_global_concurrency(args.global_concurrency));
+    let stats = client.stats().clone();
     let source = RegistrySource::new(client.clone());
-    let refresher = refresher(&args, kind, engine_auth).await?;
+    let refresher = build_refresher(&args, &engine_auth).await?;
     let config = WatcherConfig {
         interval: args.interval,
         jitter: args.jitter,
@@ -400,13 +413,35 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     if !policy.is_empty() {
         watcher = watcher.with_gate(Arc::new(trust_gate::TrustGate::new(client, policy)));
     }
-    if let Some((discovery, _)) = discovery
-        && !args.once
-    {
-        let (updates, receiver) = tokio::sync::watch::channel(set);
-        watcher.follow_watch_set(receiver);
-        tokio::spawn(discovery.follow(base, updates));
-    }
+    // The watch set changes at run time through one channel, whoever changes it: discovery,
+    // a reloaded config file, or both (the file's images beside the discovered ones).
+    let reload_sets = if args.once {
+        None
+    } else {
+        let config_file = args.config.is_some();
+        match discovery {
+            Some((discovery, _)) => {
+                let (updates, receiver) = tokio::sync::watch::channel(set);
+                watcher.follow_watch_set(receiver);
+                if config_file {
+                    let (found, found_sets) = tokio::sync::watch::channel(WatchSet::new());
+                    let (bases, base_sets) = tokio::sync::watch::channel(base);
+                    tokio::spawn(discovery.follow(WatchSet::new(), found));
+                    tokio::spawn(reload::beside_discovered(base_sets, found_sets, updates));
+                    Some(bases)
+                } else {
+                    tokio::spawn(discovery.follow(base, updates));
+                    None
+                }
+            }
+            None if config_file => {
+                let (updates, receiver) = tokio::sync::watch::channel(set);
+                watcher.follow_watch_set(receiver);
+                Some(updates)
+            }
+            None => None,
+        }
+    };
 
     let notifier = if args.host.notify.is_empty() {
         None
@@ -435,12 +470,54 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let reloading = args.config.clone().zip(reload_sets).map(|(path, sets)| {
+        let context = reload::Context {
+            settings,
+            hosts: hosts.clone(),
+            engine_auth,
+        };
+        tokio::spawn(reload::watch_file(path, reparse, context, watcher.reloader(), sets))
+    });
     let stopped = watcher.run(shutdown_signal()).await;
+    if let Some(reloading) = reloading {
+        reloading.abort();
+    }
     if let Some(server) = server {
         server.shutdown().await;
     }
     stopped.map_err(Failure::check)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The refresher `--refresh` names, with the config file's per-image refresh modes routed
+/// to refreshers of their own.
+async fn build_refresher(args: &Args, engine_auth: &EngineAuths) -> Result<Arc<dyn Refresher>, Failure> {
+    let kind = args.refresh_kind()?;
+    let default = refresher(args, kind, engine_auth.clone()).await?;
+    let Some(path) = &args.config else {
+        return Ok(default);
+    };
+    let file = crate::config::ConfigFile::load(path).map_err(Failure::config)?;
+    let mut by_kind: HashMap<RefreshKind, Arc<dyn Refresher>> = HashMap::new();
+    let mut routes = HashMap::new();
+    for image in &file.images {
+        let Some(own) = image.settings.refresh.filter(|own| *own != kind) else {
+            continue;
+        };
+        let refresher = match by_kind.get(&own) {
+            Some(refresher) => refresher.clone(),
+            None => {
+                let built = refresher(args, own, engine_auth.clone()).await?;
+                by_kind.insert(own, built.clone());
+                built
+            }
+        };
+        routes.insert(image.reference.without_digest(), refresher);
+    }
+    if routes.is_empty() {
+        return Ok(default);
+    }
+    Ok(Arc::new(routed::RoutedRefresher { default, routes }))
 }
 
 async fn refresher(args: &Args, kind: RefreshKind, engine_auth: EngineAuths) -> Result<Arc<dyn Refresher>, Failure> {
