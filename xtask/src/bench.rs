@@ -29,6 +29,8 @@ use test_support::{
 };
 use watcher::{ImageStatus, MonitorOnly, RegistrySource, WatchSet, Watcher, WatcherConfig};
 
+mod scale;
+
 const USER: &str = "bench";
 const PASSWORD: &str = "bench-password";
 const USER_ENV: &str = "XTASK_BENCH_USER";
@@ -64,6 +66,8 @@ pub struct Args {
     /// Images `skopeo inspect` checks (evenly spread); its figures are extrapolated.
     #[arg(long, default_value_t = 100)]
     skopeo_sample: usize,
+    #[command(flatten)]
+    scale: scale::ScaleArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +155,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
+    if !args.scale.images.is_empty() {
+        return scale::run(args);
+    }
     crate::install::components()?;
     let child_binary = match args.watcher {
         WatcherKind::Binary => release_binary("cli", "imagewatch")?,

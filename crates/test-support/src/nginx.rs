@@ -40,6 +40,19 @@ impl NginxFront {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn start_on(work_dir: &WorkDir, ca: &TestCa, port: u16, routes: &[(&str, &str)]) -> NginxFront {
+        NginxFront::start_with(work_dir, ca, port, routes, false)
+    }
+
+    /// Like [`start`](Self::start), serving HTTP/2 (ALPN `h2`, HTTP/1.1 still offered) as
+    /// GHCR, Docker Hub and ECR do: one multiplexed connection instead of a pool.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_http2(work_dir: &WorkDir, ca: &TestCa, routes: &[(&str, &str)]) -> NginxFront {
+        NginxFront::start_with(work_dir, ca, free_port(), routes, true)
+    }
+
+    fn start_with(work_dir: &WorkDir, ca: &TestCa, port: u16, routes: &[(&str, &str)], http2: bool) -> NginxFront {
         let binary = find_program(NGINX);
         let dir = work_dir.fresh_dir("nginx");
         for sub in ["tmp", "logs"] {
@@ -75,8 +88,9 @@ impl NginxFront {
              \x20 proxy_set_header X-Forwarded-Proto $scheme;\n\
              \x20 proxy_set_header X-Forwarded-For $remote_addr;\n\
              \x20 proxy_ssl_verify off;\n\
-             \x20 server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name localhost;\n\
+             \x20 server {{\n    listen 127.0.0.1:{port} ssl{h2};\n    server_name localhost;\n\
              \x20   ssl_certificate {cert};\n    ssl_certificate_key {key};\n{locations}  }}\n}}\n",
+            h2 = if http2 { " http2" } else { "" },
             err = error_log.display(),
             acc = access_log.display(),
             cert = ca.server_cert_path.display(),
