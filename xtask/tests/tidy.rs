@@ -436,3 +436,18 @@ fn discovery_only_reads_the_engine() {
         file.display()
     );
 }
+
+#[test]
+fn checks_complete_out_of_order() {
+    // An ordered `.buffered(n)` holds every finished check behind the slowest one at its head:
+    // one hung host would stall all the others. The registry client and the poll loop use
+    // unordered pipelines and match answers back by index.
+    for file in [
+        "crates/registry-core/src/client/registry.rs",
+        "crates/watcher/src/poll.rs",
+        "crates/watcher/src/registry_source.rs",
+    ] {
+        let code = shipped_code(&root().join(file));
+        assert!(!code.contains(".buffered("), "{file} uses an ordered pipeline");
+    }
+}

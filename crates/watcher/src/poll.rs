@@ -335,7 +335,8 @@ impl Watcher {
     }
 
     /// From now on [`Watcher::run`] takes each set sent on `updates` as its new watch set,
-    /// between passes (a set sent during a pass waits for its end; only the latest counts).
+    /// between two answers (rounds in flight finish with the images they started with; only
+    /// the latest set counts).
     /// The set the channel holds when `run` starts is applied first. When every sender is
     /// gone, the last set stays.
     pub fn follow_watch_set(&mut self, mut updates: watch::Receiver<WatchSet>) {

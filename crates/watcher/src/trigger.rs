@@ -219,7 +219,7 @@ impl TriggerHandle {
     }
 
     /// Like [`TriggerHandle::check`], with the digest the sender claims the tag has now (see the
-    /// module documentation: it can only add one follow-up check).
+    /// module documentation: it can only add follow-up checks).
     pub fn check_expecting(
         &self,
         image: &ImageReference,

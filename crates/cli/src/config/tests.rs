@@ -1,5 +1,4 @@
-//! Tests of the config file: keys are long flag names beneath the command line, per-image
-//! settings stay with their image, errors name the file, line and key, and 10,000 images fit.
+//! The config file against the real `imagewatch` command: keys, overrides, errors with file, line and key.
 
 use std::ffi::OsString;
 use std::path::Path;
