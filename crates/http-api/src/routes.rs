@@ -401,13 +401,16 @@ async fn check(State(api): Api, headers: HeaderMap, RawQuery(query): RawQuery) -
     if !served {
         return (StatusCode::ACCEPTED, axum::Json(answer)).into_response();
     }
-    let states: Vec<Value> = api
-        .status
-        .images()
-        .iter()
-        .filter(|state| images.as_ref().is_none_or(|images| images.contains(&state.image)))
-        .map(image_json)
-        .collect();
+    // Named images are looked up one by one: copying the whole board for one image would cost
+    // every waited check of a 10,000-image set a copy of 10,000 states.
+    let states: Vec<Value> = match &images {
+        Some(images) => images
+            .iter()
+            .filter_map(|image| api.status.image(image))
+            .map(|state| image_json(&state))
+            .collect(),
+        None => api.status.images().iter().map(image_json).collect(),
+    };
     answer["images"] = states.into();
     (StatusCode::OK, axum::Json(answer)).into_response()
 }
