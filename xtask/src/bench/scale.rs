@@ -44,6 +44,7 @@ pub struct ScaleArgs {
 }
 
 const INTERVAL_SECS: u64 = 4;
+const PUSHER: (&str, &str) = ("bench-pusher", "bench-pusher-password");
 
 struct Tick {
     wall: Duration,
@@ -270,7 +271,13 @@ pub fn run(args: &super::Args) -> Result<(), String> {
     let concurrency = args.concurrency;
     let load_at_start = loadavg();
     let wd = WorkDir::new("bench-scale");
-    let token = TokenServer::start(&wd, TokenServerConfig::new().service("bench-registry"));
+    // Pulls are anonymous (every repository is public); only the one push has credentials.
+    let token = TokenServer::start(
+        &wd,
+        TokenServerConfig::new()
+            .service("bench-registry")
+            .user(PUSHER.0, PUSHER.1, &["*"]),
+    );
     let registry = Registry::start(&wd, RegistryConfig::token(&token));
     let largest = scale.images.iter().copied().max().unwrap_or(1000).max(1000);
     let image = build_image(&wd, &ImageSpec::with_content("imagewatch scale bench"));
@@ -280,7 +287,7 @@ pub fn run(args: &super::Args) -> Result<(), String> {
         &image,
         &registry.image_ref(&names[0], "latest"),
         ManifestFormat::Oci,
-        None,
+        Some(PUSHER),
         &RegistryTls::Plain,
     );
     let storage = registry
