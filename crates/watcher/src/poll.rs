@@ -112,7 +112,8 @@ impl Reloader {
 /// The watcher: a watch set, a digest source, a refresher and what it has seen.
 #[derive(Debug)]
 pub struct Watcher {
-    set: WatchSet,
+    /// Shared with the trigger queue: one copy of the set, however many images it holds.
+    set: Arc<WatchSet>,
     source: Arc<dyn DigestSource>,
     refresher: Arc<dyn Refresher>,
     config: WatcherConfig,
@@ -289,6 +290,7 @@ impl Watcher {
             state_set_aside = loaded.set_aside;
         }
         let status = StatusBoard::new(&set, |image| seen.get(image).cloned());
+        let set = Arc::new(set);
         let (reloader, reloads) = mpsc::unbounded_channel();
         Watcher {
             reloader: Reloader(reloader),
@@ -361,7 +363,7 @@ impl Watcher {
             .iter()
             .filter(|image| set.get(image.reference()).is_none())
             .count();
-        if added.is_empty() && removed == 0 && set == self.set {
+        if added.is_empty() && removed == 0 && set == *self.set {
             return added;
         }
         for image in self.set.images() {
@@ -370,8 +372,9 @@ impl Watcher {
             }
         }
         self.status.replace_set(&set, |image| self.seen.get(image).cloned());
-        self.triggers.replace_set(set.clone());
         info!(images = set.len(), added = added.len(), removed, "watch set changed");
+        let set = Arc::new(set);
+        self.triggers.replace_set(set.clone());
         self.set = set;
         added
     }

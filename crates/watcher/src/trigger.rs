@@ -166,10 +166,10 @@ pub(crate) struct Taken {
 }
 
 impl TriggerHandle {
-    pub(crate) fn new(set: WatchSet, spacing: Duration) -> TriggerHandle {
+    pub(crate) fn new(set: Arc<WatchSet>, spacing: Duration) -> TriggerHandle {
         TriggerHandle {
             shared: Arc::new(Shared {
-                set: RwLock::new(Arc::new(set)),
+                set: RwLock::new(set),
                 spacing,
                 queue: Mutex::new(Queue {
                     all: None,
@@ -208,8 +208,8 @@ impl TriggerHandle {
     }
 
     /// The watch set changed: requests may name the images of `set` from now on.
-    pub(crate) fn replace_set(&self, set: WatchSet) {
-        *self.shared.set.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(set);
+    pub(crate) fn replace_set(&self, set: Arc<WatchSet>) {
+        *self.shared.set.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = set;
     }
 
     /// Asks for a check of `image` (a reference of the watch set; a `tag@digest` form is taken
@@ -478,7 +478,7 @@ mod tests {
         let mut set = WatchSet::new();
         set.add_image(reference("ghcr.io/a/one:latest")).expect("valid");
         set.add_image(reference("ghcr.io/a/two:latest")).expect("valid");
-        TriggerHandle::new(set, SPACING)
+        TriggerHandle::new(Arc::new(set), SPACING)
     }
 
     #[test]
