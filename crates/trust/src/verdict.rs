@@ -31,6 +31,17 @@ pub struct Verification {
     pub location: Location,
 }
 
+impl Verification {
+    /// The record of `key` verifying the signature found at `location`.
+    pub(crate) fn by(key: &crate::key::PublicKey, location: Location) -> Verification {
+        Verification {
+            key_fingerprint: key.fingerprint().to_owned(),
+            key_origin: key.origin().to_owned(),
+            location,
+        }
+    }
+}
+
 /// Why one signature (or the search for one) did not verify.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {

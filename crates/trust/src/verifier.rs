@@ -211,13 +211,7 @@ impl Verifier {
         // The newest signature is the last layer cosign appended.
         for layer in signed.into_iter().rev().take(MAX_FETCHES) {
             match self.legacy_layer(image, digest, keys, layer).await {
-                Ok(key) => {
-                    return Ok(Verification {
-                        key_fingerprint: key.fingerprint().to_owned(),
-                        key_origin: key.origin().to_owned(),
-                        location: Location::Tag(tag),
-                    });
-                }
+                Ok(key) => return Ok(Verification::by(key, Location::Tag(tag))),
                 Err(failure) => keep_best(&mut best, failure),
             }
         }
@@ -300,14 +294,8 @@ impl Verifier {
         for descriptor in bundles.into_iter().rev().take(MAX_FETCHES) {
             match self.referrer(image, digest, keys, descriptor).await {
                 Ok(key) => {
-                    return Ok(Verification {
-                        key_fingerprint: key.fingerprint().to_owned(),
-                        key_origin: key.origin().to_owned(),
-                        location: Location::Referrer {
-                            manifest: descriptor.digest.clone(),
-                            via,
-                        },
-                    });
+                    let manifest = descriptor.digest.clone();
+                    return Ok(Verification::by(key, Location::Referrer { manifest, via }));
                 }
                 Err(failure) => keep_best(&mut best, failure),
             }
