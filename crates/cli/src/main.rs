@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod exit;
 mod logging;
+mod refresh_kind;
 mod settings;
 mod transport;
 

@@ -19,6 +19,7 @@ use tracing::info;
 use watcher::{MonitorOnly, Refresher, RegistrySource, WatchSet, Watcher, WatcherConfig};
 
 use crate::exit::Failure;
+use crate::refresh_kind::RefreshKind;
 use crate::settings::Settings;
 use crate::transport::TransportArgs;
 
@@ -30,20 +31,6 @@ pub mod trust_gate;
 
 /// The platform's switch for refreshing containers; opt-in.
 pub const AUTO_REFRESH_ENV: &str = "IMAGE_AUTO_REFRESH";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum RefreshKind {
-    /// Monitor only: log moves, change nothing.
-    None,
-    /// Pull through the Docker Engine and recreate (or remove) the image's containers.
-    Docker,
-    /// POST the event to a URL.
-    Webhook,
-    /// Run a command with the event in environment variables.
-    Exec,
-    /// Move the tag's Swarm services to the new digest; Swarm rolls them (or back).
-    Swarm,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {

@@ -10,6 +10,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::ConfigError;
 use super::image::ImageEntry;
+use super::lines::Lines;
 
 /// The largest config file read (10,000 images with settings fit in a few MiB).
 pub const MAX_CONFIG_BYTES: u64 = 32 * 1024 * 1024;
@@ -28,27 +29,6 @@ pub struct ConfigFile {
     pub path: PathBuf,
     pub settings: Vec<Setting>,
     pub images: Vec<ImageEntry>,
-}
-
-/// Where each line of a text starts, to turn byte offsets into line numbers in O(log n)
-/// (a file of 10,000 images asks for 10,000 of them).
-pub struct Lines(Vec<usize>);
-
-impl Lines {
-    pub fn of(text: &str) -> Lines {
-        let starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
-            .collect();
-        Lines(starts)
-    }
-
-    /// The 1-based line of byte `offset`.
-    pub fn line(&self, offset: usize) -> usize {
-        match self.0.binary_search(&offset) {
-            Ok(index) => index + 1,
-            Err(index) => index,
-        }
-    }
 }
 
 impl ConfigFile {

@@ -9,8 +9,8 @@ use registry_core::ImageReference;
 use toml::de::{DeTable, DeValue};
 
 use super::ConfigError;
-use super::file::Lines;
-use crate::commands::watch::RefreshKind;
+use super::lines::Lines;
+use crate::refresh_kind::RefreshKind;
 
 /// What one image has of its own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

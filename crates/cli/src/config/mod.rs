@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod image;
+pub mod lines;
 
 use std::ffi::OsString;
 use std::fmt;

@@ -68,7 +68,7 @@ fn per_image_settings_are_read_with_their_image() {
     assert!(file.images[0].settings.is_empty());
     assert_eq!(
         file.images[1].settings.refresh,
-        Some(crate::commands::watch::RefreshKind::Docker)
+        Some(crate::refresh_kind::RefreshKind::Docker)
     );
     assert_eq!(file.images[1].line, 7);
 }
