@@ -313,12 +313,35 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
 
 /// The `crate::a::b::...` paths a file uses, as module components.
 fn crate_paths(code: &str) -> Vec<Vec<String>> {
+    paths_after(code, "crate::")
+}
+
+/// The module paths a file of `module` names: its `crate::` paths, and its `super::` paths
+/// resolved against the module's parent (a `mod.rs` is its directory's module).
+fn module_paths_named(code: &str, module: &[String]) -> Vec<Vec<String>> {
+    let parent = &module[..module.len().saturating_sub(1)];
+    let mut paths = crate_paths(code);
+    paths.extend(paths_after(code, "super::").into_iter().map(|path| {
+        let mut resolved = parent.to_vec();
+        resolved.extend(path);
+        resolved
+    }));
+    paths
+}
+
+/// The `::`-separated names after each `keyword` (`crate::`, `super::`) in `code`.
+fn paths_after(code: &str, keyword: &str) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
-    for (at, _) in code.match_indices("crate::") {
+    for (at, _) in code.match_indices(keyword) {
         if at > 0 && code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$') {
             continue;
         }
-        let rest = &code[at + "crate::".len()..];
+        // A doc link (`[`super::order`]`) names a module without importing it.
+        let line_start = code[..at].rfind('\n').map_or(0, |newline| newline + 1);
+        if code[line_start..at].trim_start().starts_with("//") {
+            continue;
+        }
+        let rest = &code[at + keyword.len()..];
         let path: Vec<String> = rest
             .split("::")
             .map_while(|part| {
@@ -347,7 +370,7 @@ fn no_import_circles_between_modules_of_a_crate() {
         // module's own ancestors and descendants (a parent re-exports its children).
         let mut edges: Vec<Vec<usize>> = vec![Vec::new(); files.len()];
         for (from, file) in files.iter().enumerate() {
-            for path in crate_paths(&shipped_code(file)) {
+            for path in module_paths_named(&shipped_code(file), &modules[from]) {
                 let target = (1..=path.len())
                     .rev()
                     .find_map(|len| modules.iter().position(|module| module.as_slice() == &path[..len]));
